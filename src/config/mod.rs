@@ -1,0 +1,216 @@
+//! Configuration: the YAML file an operator edits, turned once into typed values.
+//!
+//! Loading has three layers:
+//! 1. [`raw`]: serde structs that mirror the file (`deny_unknown_fields`).
+//! 2. [`locate`]: where each value stands, so that every error names `file:line:column`.
+//! 3. [`validate`]: every check at once — addresses, URLs, files, cross references, secrets —
+//!    producing the typed [`Config`] that the proxy uses. Nothing string-typed survives.
+//!
+//! Errors and warnings never contain a secret value: real values are only ever read from an
+//! environment variable or a file, and messages name the credential and its source.
+//!
+//! Relative file paths in a config file are resolved against the current working directory of
+//! the process (so `certs/gateway.crt` means the same for `--config conf/x.yaml` and for the
+//! embedded default); deployments use absolute paths.
+
+pub mod locate;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::secret::{Secret, SecretSource};
+pub use locate::{Location, YamlPath};
+
+/// The documented example, compiled in: `slapenir run` without `--config` serves it.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/slapenir.yaml");
+
+/// The name the embedded default is reported under.
+pub const EMBEDDED_NAME: &str = "<embedded conf/slapenir.yaml>";
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub admin: Option<Admin>,
+    pub interception: Option<Interception>,
+    pub upstreams: Vec<Upstream>,
+    pub credentials: Vec<Credential>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `None` only when the file says `client_auth: none`.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Interception {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+}
+
+/// Which HTTP version the gateway speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// TLS: offer h2 and http/1.1 by ALPN; plain: HTTP/1.1.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (over TLS by ALPN; over plain TCP with prior knowledge, "h2c").
+    Http2,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub tls: bool,
+    /// Host name or IP literal, lower case, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// What goes into the `Host` header: the host, plus the port unless it is the default.
+    pub authority: String,
+    /// Extra trust roots (DER), added to the system roots; `None` uses the system roots only.
+    pub ca: Option<Arc<Vec<Vec<u8>>>>,
+    pub http_version: HttpVersion,
+    pub connect_timeout: Duration,
+    pub read_timeout: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Credential {
+    pub name: String,
+    /// The placeholder the agent holds. Not a secret, but still never shown on status pages.
+    pub dummy: Vec<u8>,
+    pub source: SecretSource,
+    /// The real value, or why it is unavailable (a message naming the source, never a value).
+    pub real: Result<Arc<Secret>, String>,
+    /// Indexes into [`Config::upstreams`]: the only upstreams this secret may be sent to.
+    pub upstreams: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower-case host name or IP literal.
+    pub host: String,
+    /// Matches only requests for this port when set; any port otherwise.
+    pub port: Option<u16>,
+    /// A plain prefix of the request path; `/` by default.
+    pub path_prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Certificate identities allowed on this route; `None` allows every authenticated client.
+    pub clients: Option<Vec<String>>,
+    pub websocket: bool,
+}
+
+impl Config {
+    /// Loads and validates `path`.
+    ///
+    /// # Errors
+    /// Every problem found, each with its location; see [`ConfigErrors`].
+    pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Diagnostic {
+                file: path.display().to_string(),
+                location: None,
+                path: YamlPath::root().to_string(),
+                message: format!("cannot read the config file: {e}"),
+            }])
+        })?;
+        Self::from_source(&source, &path.display().to_string(), Path::new("."))
+    }
+
+    /// Loads the embedded default.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn embedded() -> Result<Loaded, ConfigErrors> {
+        Self::from_source(EMBEDDED_DEFAULT, EMBEDDED_NAME, Path::new("."))
+    }
+
+    /// Validates YAML text; `file` names it in messages, `base` resolves relative paths.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_source(source: &str, file: &str, base: &Path) -> Result<Loaded, ConfigErrors> {
+        validate::validate(source, file, base)
+    }
+
+    /// Index of the upstream called `name`.
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+}
+
+/// A configuration and the warnings produced while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// One error or warning, pointing at the file, line and column, and the YAML path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub location: Option<Location>,
+    /// The YAML path, e.g. `routes[2].upstream`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some(loc) => write!(f, "{}:{}: {}: {}", self.file, loc, self.path, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.path, self.message),
+        }
+    }
+}
+
+/// Every error found in a configuration, in file order.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses a duration such as `5s`, `250ms` or `2m`.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not a duration; use a number and a unit, like 5s or 250ms"))
+}

@@ -1,0 +1,25 @@
+//! SLAPENIR: a Pingora gateway between sandboxed LLM agents and the APIs they call. The agent
+//! holds only dummy credentials; the gateway swaps each dummy for its real secret only towards
+//! the upstream that secret belongs to, and swaps real secrets in responses back to dummies.
+//!
+//! Modules:
+//! - [`config`]: the YAML file, validated into typed values with located errors.
+//! - [`secret`]: the `Secret` type and its sources.
+//! - [`rewrite`]: the streaming replacer (no Pingora types).
+//! - [`decode`]: push-style decompression of response bodies.
+//! - [`policy`]: a config compiled into routes and rewriters.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation.
+//! - [`server`]: listeners, the admin endpoint and the process.
+pub mod admin;
+pub mod audit;
+pub mod config;
+pub mod decode;
+pub mod metrics;
+pub mod pki;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod rewrite;
+pub mod secret;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,161 @@
+//! The `slapenir` command line: `run` (the default), `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use slapenir::config::{Config, ConfigErrors, Loaded};
+
+#[derive(Parser)]
+#[command(
+    name = "slapenir",
+    version,
+    about = "A gateway that keeps real API keys away from LLM agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for the default `run`); the embedded conf/slapenir.yaml when omitted.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate a config file: exit 0, or print every error with file:line:column.
+    Check,
+    /// Development PKI (for when step-ca is not running).
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Root and intermediate CA, gateway server certificate, interception CA and one agent
+    /// client certificate, in step-ca's file layout.
+    Init {
+        /// Where to write the files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long, conflicts_with = "keep_existing")]
+        force: bool,
+        /// Succeed without writing when a complete, valid set is already there.
+        #[arg(long)]
+        keep_existing: bool,
+        /// Lifetime of the gateway and agent certificates, like 30d or 24h.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        leaf_validity: std::time::Duration,
+        /// Name of the agent certificate (CN and SANs).
+        #[arg(long, default_value = slapenir::pki::DEFAULT_AGENT_NAME)]
+        agent: String,
+    },
+}
+
+/// Where the embedded default expects its development PKI.
+const DEV_PKI_DIR: &str = "certs";
+
+fn load(path: Option<&PathBuf>) -> Result<Loaded, ConfigErrors> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match load(cli.config.as_ref()) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let c = &loaded.config;
+                println!(
+                    "ok: {} listener(s), {} upstream(s), {} credential(s) ({} available), {} route(s)",
+                    c.listeners.len(),
+                    c.upstreams.len(),
+                    c.credentials.len(),
+                    c.credentials.iter().filter(|c| c.real.is_ok()).count(),
+                    c.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} error(s)", errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Pki {
+            command:
+                PkiCommand::Init {
+                    dir,
+                    force,
+                    keep_existing,
+                    leaf_validity,
+                    agent,
+                },
+        } => {
+            let opts = slapenir::pki::InitOptions {
+                force,
+                keep_existing,
+                leaf_validity,
+                agent_name: agent,
+            };
+            match slapenir::pki::init(&dir, opts) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run => {
+            if cli.config.is_none() {
+                // The embedded default uses a development PKI in ./certs: create it once.
+                let opts = slapenir::pki::InitOptions {
+                    keep_existing: true,
+                    ..Default::default()
+                };
+                match slapenir::pki::init(std::path::Path::new(DEV_PKI_DIR), opts) {
+                    Ok(report) => log::info!(
+                        "development PKI in ./{DEV_PKI_DIR}: {}",
+                        match report.outcome {
+                            slapenir::pki::Outcome::Written => "created",
+                            slapenir::pki::Outcome::Kept => "kept",
+                        }
+                    ),
+                    Err(e) => {
+                        eprintln!("error: development PKI in ./{DEV_PKI_DIR}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            let loaded = match load(cli.config.as_ref()) {
+                Ok(l) => l,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match slapenir::server::run(loaded) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Every Prometheus metric the gateway exports, in one place. Base units (`_seconds`,
+//! `_bytes`, `_total`); labels are bounded sets taken from the configuration or from fixed
+//! lists — never a secret, a dummy, a path, a header or anything else the client chooses.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `slapenir_requests_total` | counter | `route`, `upstream`, `status_class` | requests answered, by route (`host` + path prefix from the config, `none` when unrouted), upstream name and status class (`2xx`...`5xx`, `none` when the connection failed before an answer) |
+//! | `slapenir_request_duration_seconds` | histogram | `route`, `upstream` | time from request start to the end of logging |
+//! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
+//! | `slapenir_replacements_total` | counter | `credential`, `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
+//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `other` |
+//! | `slapenir_in_flight_requests` | gauge | — | requests being served |
+//! | `slapenir_build_info` | gauge (1) | `version` | the running version |
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGauge, TextEncoder,
+};
+
+/// Refusal reasons: a closed list, so the label set stays bounded.
+pub const REFUSAL_REASONS: &[&str] = &[
+    "no_route",
+    "credential_bound_elsewhere",
+    "credential_unavailable",
+    "client_not_allowed",
+    "upgrade_not_allowed",
+    "compressed_body_refused",
+    "mtls_failure",
+    "bad_request",
+    "connect_unsupported",
+    "placeholder_in_header_name",
+    "other",
+];
+
+#[allow(clippy::expect_used)] // registration of static, well-formed metrics cannot fail
+mod defs {
+    use super::*;
+
+    pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_requests_total",
+            "Requests answered, by route, upstream and status class.",
+            &["route", "upstream", "status_class"]
+        )
+        .expect("register slapenir_requests_total")
+    });
+    pub static DURATION: Lazy<HistogramVec> = Lazy::new(|| {
+        register_histogram_vec!(
+            "slapenir_request_duration_seconds",
+            "Time from request start to the end of the response, by route and upstream.",
+            &["route", "upstream"],
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0
+            ]
+        )
+        .expect("register slapenir_request_duration_seconds")
+    });
+    pub static BODY_BYTES: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_body_bytes_total",
+            "Body bytes, by direction (in: from the agent, out: to the agent).",
+            &["direction"]
+        )
+        .expect("register slapenir_body_bytes_total")
+    });
+    pub static REPLACEMENTS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_replacements_total",
+            "Credential swaps, by credential name and direction (request: dummy to real, response: real to dummy).",
+            &["credential", "direction"]
+        )
+        .expect("register slapenir_replacements_total")
+    });
+    pub static REFUSALS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_refusals_total",
+            "Refused requests or connections, by reason.",
+            &["reason"]
+        )
+        .expect("register slapenir_refusals_total")
+    });
+    pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
+        register_int_gauge!("slapenir_in_flight_requests", "Requests being served.")
+            .expect("register slapenir_in_flight_requests")
+    });
+    pub static BUILD: Lazy<GaugeVec> = Lazy::new(|| {
+        register_gauge_vec!(
+            "slapenir_build_info",
+            "The running version (always 1).",
+            &["version"]
+        )
+        .expect("register slapenir_build_info")
+    });
+}
+
+/// Touches every metric so that all appear on `/metrics` from the start.
+pub fn init() {
+    defs::BUILD
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1.0);
+    Lazy::force(&defs::REQUESTS);
+    Lazy::force(&defs::DURATION);
+    for d in ["in", "out"] {
+        defs::BODY_BYTES.with_label_values(&[d]);
+    }
+    Lazy::force(&defs::REPLACEMENTS);
+    for r in REFUSAL_REASONS {
+        defs::REFUSALS.with_label_values(&[r]);
+    }
+    Lazy::force(&defs::IN_FLIGHT);
+}
+
+/// The class of a status code: `2xx`; `none` when no answer was sent.
+pub fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(100..=199) => "1xx",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        _ => "none",
+    }
+}
+
+/// Records a finished request.
+pub fn request_done(route: &str, upstream: &str, status: Option<u16>, seconds: f64) {
+    defs::REQUESTS
+        .with_label_values(&[route, upstream, status_class(status)])
+        .inc();
+    defs::DURATION
+        .with_label_values(&[route, upstream])
+        .observe(seconds);
+}
+
+/// Adds body bytes (`direction`: `in` or `out`).
+pub fn body_bytes(direction: &'static str, n: usize) {
+    defs::BODY_BYTES
+        .with_label_values(&[direction])
+        .inc_by(n as u64);
+}
+
+/// Counts swaps of one credential (`direction`: `request` or `response`).
+pub fn replacements(credential: &str, direction: &'static str, n: u64) {
+    defs::REPLACEMENTS
+        .with_label_values(&[credential, direction])
+        .inc_by(n);
+}
+
+/// Counts a refusal; unknown reasons are counted as `other` to keep the label set closed.
+pub fn refusal(reason: &str) {
+    let r = REFUSAL_REASONS
+        .iter()
+        .find(|r| **r == reason)
+        .copied()
+        .unwrap_or("other");
+    defs::REFUSALS.with_label_values(&[r]).inc();
+}
+
+/// Counts a client certificate that failed verification.
+pub fn mtls_failure() {
+    refusal("mtls_failure");
+}
+
+/// A request started / ended.
+pub fn in_flight(delta: i64) {
+    defs::IN_FLIGHT.add(delta);
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

@@ -1,0 +1,203 @@
+//! The policy: a validated [`Config`] compiled into what the request path needs — a route table,
+//! one request rewriter per upstream and one response rewriter. A request takes one `Arc<Policy>`
+//! when it starts and keeps it to the end, so a reload never changes the rules under it.
+//!
+//! Request rewriter of upstream `u` (needles are dummies):
+//! - a credential bound to `u` with its real value loaded: replace the dummy with the real value;
+//! - a credential bound to `u` whose real value is unavailable: refuse (503, naming it);
+//! - a credential bound elsewhere: refuse (403) — the agent is trying to send a secret where it
+//!   does not belong. This is the exfiltration guard.
+//!
+//! Response rewriter (needles are real values): every loaded real value becomes its dummy,
+//! whichever upstream answered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::config::{Config, Route};
+use crate::rewrite::{Action, Refused, Rewriter, Rule};
+
+/// Why a request rule refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    /// Dummy of a credential bound to this upstream with its real value: replaced.
+    Replace,
+    /// Dummy of a credential bound to this upstream whose real value is unavailable.
+    Unavailable,
+    /// Dummy of a credential bound to another upstream.
+    Foreign,
+}
+
+/// What a refused request is answered with. Messages name credentials, never values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// A short, stable reason used as a metric label and in the audit log.
+    pub reason: &'static str,
+    pub message: String,
+    /// The credential involved, if any.
+    pub credential: Option<usize>,
+}
+
+/// Request-direction rules of one upstream.
+pub struct UpstreamRules {
+    pub rewriter: Arc<Rewriter>,
+    /// For each rule index: the credential index and what the rule does.
+    pub rules: Vec<(usize, RuleKind)>,
+    /// Every replacement keeps the length (dummy and real are equally long), so a request's
+    /// `Content-Length` stays right.
+    pub length_preserving: bool,
+}
+
+/// A compiled configuration.
+pub struct Policy {
+    pub config: Config,
+    pub upstream_rules: Vec<UpstreamRules>,
+    pub response: Arc<Rewriter>,
+    /// For each response rule index: the credential index.
+    pub response_rules: Vec<usize>,
+    pub response_length_preserving: bool,
+    /// Host → route indexes, longest path prefix first.
+    routes_by_host: HashMap<String, Vec<usize>>,
+}
+
+impl Policy {
+    /// Compiles a validated configuration.
+    ///
+    /// # Errors
+    /// Conflicts between credentials that only show when the rewriters are built (for example
+    /// two credentials with the same real value), as messages naming the credentials.
+    pub fn compile(config: Config) -> Result<Policy, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut upstream_rules = Vec::new();
+        for (u, up) in config.upstreams.iter().enumerate() {
+            let mut rules = Vec::new();
+            let mut meta = Vec::new();
+            let mut length_preserving = true;
+            for (c, cred) in config.credentials.iter().enumerate() {
+                let (action, kind) = match (&cred.real, cred.upstreams.contains(&u)) {
+                    (Ok(real), true) => {
+                        length_preserving &= real.len() == cred.dummy.len();
+                        (
+                            Action::Replace(Zeroizing::new(real.expose().to_vec())),
+                            RuleKind::Replace,
+                        )
+                    }
+                    (Err(_), true) => (Action::Refuse, RuleKind::Unavailable),
+                    (_, false) => (Action::Refuse, RuleKind::Foreign),
+                };
+                rules.push(Rule {
+                    name: Arc::from(cred.name.as_str()),
+                    needle: Zeroizing::new(cred.dummy.clone()),
+                    action,
+                });
+                meta.push((c, kind));
+            }
+            match Rewriter::new(rules) {
+                Ok(rw) => upstream_rules.push(UpstreamRules {
+                    rewriter: Arc::new(rw),
+                    rules: meta,
+                    length_preserving,
+                }),
+                Err(e) => errors.push(format!("request rules for upstream `{}`: {e}", up.name)),
+            }
+        }
+        let mut rules = Vec::new();
+        let mut response_rules = Vec::new();
+        let mut response_length_preserving = true;
+        for (c, cred) in config.credentials.iter().enumerate() {
+            if let Ok(real) = &cred.real {
+                response_length_preserving &= real.len() == cred.dummy.len();
+                rules.push(Rule {
+                    name: Arc::from(cred.name.as_str()),
+                    needle: Zeroizing::new(real.expose().to_vec()),
+                    action: Action::Replace(Zeroizing::new(cred.dummy.clone())),
+                });
+                response_rules.push(c);
+            }
+        }
+        let response = match Rewriter::new(rules) {
+            Ok(rw) => Some(Arc::new(rw)),
+            Err(e) => {
+                errors.push(format!("response rules: {e}"));
+                None
+            }
+        };
+        let mut routes_by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            routes_by_host.entry(r.host.clone()).or_default().push(i);
+        }
+        for list in routes_by_host.values_mut() {
+            list.sort_by_key(|&i| {
+                let r = &config.routes[i];
+                // Longest prefix first; a route with a port before one without.
+                (std::cmp::Reverse(r.path_prefix.len()), r.port.is_none())
+            });
+        }
+        match response {
+            Some(response) if errors.is_empty() => Ok(Policy {
+                config,
+                upstream_rules,
+                response,
+                response_rules,
+                response_length_preserving,
+                routes_by_host,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The route for a request to `host` (lower case), `port` (when the request names one) and
+    /// `path`: the longest matching path prefix wins.
+    pub fn route(&self, host: &str, port: Option<u16>, path: &[u8]) -> Option<(usize, &Route)> {
+        self.routes_by_host.get(host)?.iter().find_map(|&i| {
+            let r = &self.config.routes[i];
+            let port_ok = r.port.is_none() || r.port == port;
+            (port_ok && path.starts_with(r.path_prefix.as_bytes())).then_some((i, r))
+        })
+    }
+
+    /// Turns a refused request rule into the answer for the agent.
+    pub fn request_refusal(&self, upstream: usize, refused: &Refused) -> Refusal {
+        let (cred, kind) = self
+            .upstream_rules
+            .get(upstream)
+            .and_then(|u| u.rules.get(refused.rule))
+            .copied()
+            .unwrap_or((usize::MAX, RuleKind::Foreign));
+        let up = self
+            .config
+            .upstreams
+            .get(upstream)
+            .map_or("?", |u| u.name.as_str());
+        let name = &refused.name;
+        match kind {
+            RuleKind::Unavailable => {
+                let why = self
+                    .config
+                    .credentials
+                    .get(cred)
+                    .and_then(|c| c.real.as_ref().err().cloned())
+                    .unwrap_or_default();
+                Refusal {
+                    status: 503,
+                    reason: "credential_unavailable",
+                    message: format!(
+                        "credential `{name}` is unavailable on this gateway: {why}"
+                    ),
+                    credential: Some(cred),
+                }
+            }
+            RuleKind::Foreign | RuleKind::Replace => Refusal {
+                status: 403,
+                reason: "credential_bound_elsewhere",
+                message: format!(
+                    "credential `{name}` may not be sent to upstream `{up}`; it is bound to other upstreams"
+                ),
+                credential: Some(cred),
+            },
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The Pingora `ProxyHttp` implementation. Each hook is a short list of steps; the steps live in
+//! [`request`], [`response`] and [`peer`] as plain functions that can be tested without a
+//! session.
+//!
+//! Phases (Pingora 0.9): `request_filter` (route, access, check dummies — refusals happen here,
+//! before any upstream connection) → `upstream_peer` → `upstream_request_filter` (rewrite the
+//! upstream copy of the headers and URL) → `request_body_filter` per chunk → concurrently
+//! `upstream_response_filter` (scrub headers, set up decoding) → `response_body_filter` per
+//! chunk → `logging` (audit line).
+//!
+//! The agent's original request header is never modified: Pingora's own error logs print it,
+//! and it holds only dummies.
+
+pub mod peer;
+pub mod request;
+pub mod response;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::audit;
+use crate::metrics;
+use crate::policy::{Policy, Refusal};
+use crate::rewrite::{Hits, RewriteStream};
+use crate::tls::ClientIdentity;
+use request::Target;
+use response::BodyScrubber;
+
+/// The gateway: the current policy, swapped atomically on reload.
+pub struct Gateway {
+    policy: Arc<ArcSwap<Policy>>,
+    cas: Arc<ArcSwap<Vec<Option<peer::CaList>>>>,
+}
+
+impl Gateway {
+    /// A gateway serving `policy` (and whatever is later stored into it).
+    pub fn new(policy: Arc<ArcSwap<Policy>>) -> Self {
+        let cas = policy
+            .load()
+            .config
+            .upstreams
+            .iter()
+            .map(peer::ca_list)
+            .collect();
+        Self {
+            policy,
+            cas: Arc::new(ArcSwap::from_pointee(cas)),
+        }
+    }
+}
+
+/// Per-request state. It holds the policy snapshot the request started with.
+pub struct Ctx {
+    policy: Arc<Policy>,
+    started: Instant,
+    target: Option<Target>,
+    route: Option<usize>,
+    upstream: Option<usize>,
+    request_hits: Hits,
+    request_body: Option<RewriteStream>,
+    response: Option<BodyScrubber>,
+    response_hits: Hits,
+    refusal: Option<Refusal>,
+    identity: Option<ClientIdentity>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            policy: self.policy.load_full(),
+            started: Instant::now(),
+            target: None,
+            route: None,
+            upstream: None,
+            request_hits: Hits::new(),
+            request_body: None,
+            response: None,
+            response_hits: Hits::new(),
+            refusal: None,
+            identity: None,
+        }
+    }
+
+    /// Runs first: find the target and route, enforce per-route access and the WebSocket rule,
+    /// and check every dummy in headers and URL. Any refusal is answered here, before the
+    /// gateway connects anywhere.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        metrics::in_flight(1);
+        ctx.identity = client_identity(session);
+        match admit(session, ctx) {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                respond(session, &refusal).await;
+                ctx.refusal = Some(refusal);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Where the request goes: the route's upstream.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let u = ctx
+            .upstream
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
+        let up = ctx
+            .policy
+            .config
+            .upstreams
+            .get(u)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown upstream"))?;
+        let cas = self.cas.load();
+        peer::build(up, cas.get(u).and_then(|c| c.as_ref())).await
+    }
+
+    /// Rewrites the upstream copy of the request header; resets the body rewriter (this hook
+    /// runs again on a retry, and the body is then replayed from the start).
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (Some(u), Some(target)) = (ctx.upstream, ctx.target.as_ref()) else {
+            return Error::e_explain(ErrorType::InternalError, "request not admitted");
+        };
+        if let Err(refusal) = request::prepare_upstream(&ctx.policy, u, target, upstream_request) {
+            return Err(refusal_error(&mut ctx.refusal, refusal));
+        }
+        ctx.request_body = ctx
+            .policy
+            .upstream_rules
+            .get(u)
+            .map(|r| r.rewriter.stream());
+        Ok(())
+    }
+
+    /// Streams the request body through the rewriter. Bytes of a possibly unfinished dummy are
+    /// held back (an empty chunk is sent meanwhile: `None` would end the upstream body).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(stream) = ctx.request_body.as_mut() else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len()) + 64);
+        let mut result = match body.as_ref() {
+            Some(b) => stream.push(b, &mut out),
+            None => Ok(()),
+        };
+        if end_of_stream && result.is_ok() {
+            result = stream.finish(&mut out);
+        }
+        if let Err(refused) = result {
+            let u = ctx.upstream.unwrap_or(usize::MAX);
+            let refusal = ctx.policy.request_refusal(u, &refused);
+            return Err(refusal_error(&mut ctx.refusal, refusal));
+        }
+        if body.is_some() || !out.is_empty() {
+            *body = Some(Bytes::from(out));
+        }
+        Ok(())
+    }
+
+    /// Scrubs response headers and sets up the body scrubber (decoding compressed bodies).
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if upstream_response.status.is_informational()
+            && upstream_response.status != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            return Ok(());
+        }
+        // The request body's dummies are all known by now or will be; the request hits are
+        // final only at the end, so they are read in `logging`.
+        match response::prepare(&ctx.policy, upstream_response, &mut ctx.response_hits) {
+            Ok(scrubber) => {
+                ctx.response = scrubber;
+                Ok(())
+            }
+            Err(refusal) => Err(refusal_error(&mut ctx.refusal, refusal)),
+        }
+    }
+
+    /// Scrubs each response body chunk as it arrives; SSE events go out at once unless their
+    /// tail could be the start of a real secret.
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if session.was_upgraded() {
+            return Ok(None);
+        }
+        if let Some(scrubber) = ctx.response.as_mut() {
+            if let Err(msg) = scrubber.chunk(body, end_of_stream) {
+                return Error::e_explain(ErrorType::HTTPStatus(502), msg);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers a failed request. Refusals get their own status and message; other failures a
+    /// generic message — never the error's text, which may describe upstream internals.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (code, message) = match &ctx.refusal {
+            Some(r) => (r.status, r.message.clone()),
+            None => {
+                let code = match e.etype() {
+                    ErrorType::HTTPStatus(c) => *c,
+                    _ => match e.esource() {
+                        ErrorSource::Upstream => 502,
+                        ErrorSource::Downstream => match e.etype() {
+                            ErrorType::WriteError
+                            | ErrorType::ReadError
+                            | ErrorType::ConnectionClosed => 0,
+                            _ => 400,
+                        },
+                        _ => 500,
+                    },
+                };
+                let msg = match code {
+                    502 => "the upstream could not be reached or sent an invalid response",
+                    504 => "the upstream timed out",
+                    _ => "the gateway could not complete the request",
+                };
+                (code, msg.to_string())
+            }
+        };
+        if code > 0 && session.response_written().is_none() {
+            let refusal = Refusal {
+                status: code,
+                reason: "",
+                message,
+                credential: None,
+            };
+            respond(session, &refusal).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Writes the audit line: names and numbers only, never a secret or a header value.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // A response that ended without an end-of-stream chunk (upstream error) drops whatever
+        // is held back: the body is truncated anyway.
+        if let Some(s) = ctx.response.as_ref() {
+            merge(&mut ctx.response_hits, s.hits());
+        }
+        if let Some(s) = ctx.request_body.as_ref() {
+            merge(&mut ctx.request_hits, s.hits());
+        }
+        audit::log_request(session, e, ctx);
+        record_metrics(session, ctx);
+    }
+}
+
+/// The `request_filter` steps.
+fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
+    let req = session.req_header();
+    let target = request::target(req)?;
+    let path = request::match_path(&target.path_and_query)?;
+    let policy = &ctx.policy;
+    let (route_idx, route) = policy
+        .route(&target.host, target.port, &path)
+        .ok_or_else(|| Refusal {
+            status: 403,
+            reason: "no_route",
+            message: format!(
+                "no route for host `{}`: this gateway only forwards to configured APIs",
+                target.host
+            ),
+            credential: None,
+        })?;
+    if let Some(allowed) = &route.clients {
+        // Identities come from client certificates; a plain listener has none.
+        let ok = ctx
+            .identity
+            .as_ref()
+            .is_some_and(|id| id.is_any_of(allowed));
+        if !ok {
+            return Err(Refusal {
+                status: 403,
+                reason: "client_not_allowed",
+                message: match ctx.identity.as_ref().and_then(|i| i.name()) {
+                    Some(name) => format!("client `{name}` is not allowed on this route"),
+                    None => "this route is limited to certain clients, and this connection has no client certificate".into(),
+                },
+                credential: None,
+            });
+        }
+    }
+    if session.is_upgrade_req() && !route.websocket {
+        return Err(Refusal {
+            status: 403,
+            reason: "upgrade_not_allowed",
+            message: "protocol upgrades (WebSocket) are not allowed on this route; its traffic could not be scanned".into(),
+            credential: None,
+        });
+    }
+    ctx.request_hits = request::check(policy, route.upstream, req, &target.path_and_query)?;
+    ctx.route = Some(route_idx);
+    ctx.upstream = Some(route.upstream);
+    ctx.target = Some(target);
+    Ok(())
+}
+
+/// The identity from the connection's client certificate, if any.
+fn client_identity(session: &Session) -> Option<ClientIdentity> {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<ClientIdentity>())
+        .cloned()
+}
+
+/// Counts the finished request: status class, duration, bytes, swaps, refusal.
+fn record_metrics(session: &Session, ctx: &Ctx) {
+    metrics::in_flight(-1);
+    let config = &ctx.policy.config;
+    let route = ctx.route.and_then(|r| config.routes.get(r)).map_or_else(
+        || "none".to_string(),
+        |r| format!("{}{}", r.host, r.path_prefix),
+    );
+    let upstream = ctx
+        .upstream
+        .and_then(|u| config.upstreams.get(u))
+        .map_or("none", |u| u.name.as_str());
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or_else(|| ctx.refusal.as_ref().map(|r| r.status));
+    metrics::request_done(
+        &route,
+        upstream,
+        status,
+        ctx.started.elapsed().as_secs_f64(),
+    );
+    metrics::body_bytes("in", session.body_bytes_read());
+    metrics::body_bytes("out", session.body_bytes_sent());
+    if let Some(r) = &ctx.refusal {
+        metrics::refusal(r.reason);
+    }
+    if let Some(rules) = ctx.upstream.and_then(|u| ctx.policy.upstream_rules.get(u)) {
+        for (rule, n) in ctx.request_hits.iter() {
+            if let Some(c) = rules
+                .rules
+                .get(rule)
+                .and_then(|(c, _)| config.credentials.get(*c))
+            {
+                metrics::replacements(&c.name, "request", n);
+            }
+        }
+    }
+    for (rule, n) in ctx.response_hits.iter() {
+        if let Some(c) = ctx
+            .policy
+            .response_rules
+            .get(rule)
+            .and_then(|c| config.credentials.get(*c))
+        {
+            metrics::replacements(&c.name, "response", n);
+        }
+    }
+}
+
+fn merge(into: &mut Hits, from: &Hits) {
+    for (rule, n) in from.iter() {
+        for _ in 0..n {
+            into.add(rule);
+        }
+    }
+}
+
+/// Records a refusal (for the answer and the audit line) and turns it into a Pingora error.
+fn refusal_error(slot: &mut Option<Refusal>, refusal: Refusal) -> Box<Error> {
+    let e = Error::explain(ErrorType::HTTPStatus(refusal.status), refusal.reason);
+    *slot = Some(refusal);
+    e
+}
+
+/// Writes a small plain-text answer. The message never holds a secret value.
+async fn respond(session: &mut Session, refusal: &Refusal) {
+    let body = Bytes::from(format!("slapenir: {}\n", refusal.message));
+    let Ok(mut resp) = ResponseHeader::build(refusal.status, Some(4)) else {
+        return;
+    };
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(
+        "x-slapenir-refusal",
+        if refusal.reason.is_empty() {
+            "error"
+        } else {
+            refusal.reason
+        },
+    );
+    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+        log::debug!("could not write the refusal header: {e}");
+        return;
+    }
+    if let Err(e) = session.write_response_body(Some(body), true).await {
+        log::debug!("could not write the refusal body: {e}");
+    }
+}
+
+impl Ctx {
+    /// Fields for the audit line.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+    pub fn upstream(&self) -> Option<usize> {
+        self.upstream
+    }
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref()
+    }
+    pub fn request_hits(&self) -> &Hits {
+        &self.request_hits
+    }
+    pub fn response_hits(&self) -> &Hits {
+        &self.response_hits
+    }
+    pub fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity.as_ref()
+    }
+}

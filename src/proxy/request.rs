@@ -1,0 +1,396 @@
+//! Request-side steps, free of Pingora's session type: find the target, route it, check every
+//! header value and the URL for dummies, and prepare the request that goes upstream.
+
+use std::borrow::Cow;
+
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+
+use crate::policy::{Policy, Refusal};
+use crate::rewrite::Hits;
+
+/// Where a request is going, as the agent asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Lower case, without brackets or a trailing dot.
+    pub host: String,
+    /// The port, when the request names one (or implies one by an absolute-form scheme).
+    pub port: Option<u16>,
+    /// Origin-form path and query (`/v1/models?x=1`), as bytes received.
+    pub path_and_query: Vec<u8>,
+}
+
+/// Headers that never go upstream: they are for the gateway (or are hop-by-hop).
+const DROP_UPSTREAM: &[&str] = &[
+    "proxy-authorization",
+    "proxy-connection",
+    "proxy-authenticate",
+];
+
+fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message: message.into(),
+        credential: None,
+    }
+}
+
+/// Finds the target of a request: absolute-form (`HTTP_PROXY`), the HTTP/2 `:authority`, or
+/// the `Host` header (gateway mode).
+///
+/// # Errors
+/// A refusal for CONNECT (not supported here), `*` targets, and unparseable hosts.
+pub fn target(req: &RequestHeader) -> Result<Target, Refusal> {
+    if req.method == http::Method::CONNECT {
+        return Err(refuse(
+            501,
+            "connect_unsupported",
+            "CONNECT (HTTPS_PROXY) is not supported by this gateway version; point the agent's \
+             base URL at the gateway (gateway mode) or use HTTP_PROXY",
+        ));
+    }
+    let raw = req.raw_path();
+    if let Some((scheme_default, rest)) = strip_scheme(raw) {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (host, port) = parse_authority(authority)?;
+        let mut path_and_query = Vec::with_capacity(path.len() + 1);
+        if !path.starts_with(b"/") {
+            path_and_query.push(b'/');
+        }
+        path_and_query.extend_from_slice(path);
+        return Ok(Target {
+            host,
+            port: Some(port.unwrap_or(scheme_default)),
+            path_and_query,
+        });
+    }
+    if !raw.starts_with(b"/") {
+        return Err(refuse(
+            400,
+            "bad_request",
+            "the request target must be a path (`/v1/...`) or an absolute http:// URL",
+        ));
+    }
+    let authority = match req.uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => req
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+            .ok_or_else(|| refuse(400, "bad_request", "the request has no Host header"))?,
+    };
+    let (host, port) = parse_authority(authority)?;
+    Ok(Target {
+        host,
+        port,
+        path_and_query: raw.to_vec(),
+    })
+}
+
+fn strip_scheme(raw: &[u8]) -> Option<(u16, &[u8])> {
+    let lower = |n: usize| raw.get(..n).map(|p| p.to_ascii_lowercase());
+    if lower(7).as_deref() == Some(b"http://") {
+        Some((80, &raw[7..]))
+    } else if lower(8).as_deref() == Some(b"https://") {
+        Some((443, &raw[8..]))
+    } else {
+        None
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` → lower-case host and optional port.
+fn parse_authority(a: &[u8]) -> Result<(String, Option<u16>), Refusal> {
+    let bad = || refuse(400, "bad_request", "the request names no valid host");
+    let s = std::str::from_utf8(a).map_err(|_| bad())?;
+    if s.contains('@') {
+        return Err(refuse(
+            400,
+            "bad_request",
+            "user info in the request target is not allowed",
+        ));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse::<u16>().map_err(|_| bad())?),
+            None if after.is_empty() => None,
+            None => return Err(bad()),
+        };
+        (h, port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+            None => (s, None),
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+    {
+        return Err(bad());
+    }
+    Ok((host, port))
+}
+
+/// The path used for route matching: the path part, with percent-encoded unreserved
+/// characters decoded (so `/%61dmin` matches a route for `/admin`).
+///
+/// # Errors
+/// Dot segments (`/../`, `/./`, also encoded) are refused: they would let a path match one
+/// route's prefix while the upstream resolves it to another's.
+pub fn match_path(path_and_query: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let path = path_and_query
+        .split(|&b| b == b'?')
+        .next()
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        if b == b'%' && i + 2 < path.len() {
+            let hex = std::str::from_utf8(&path[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(c) = hex {
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    if out
+        .split(|&b| b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+    {
+        return Err(refuse(
+            400,
+            "bad_request",
+            "dot segments (`.` or `..`) are not allowed in the path",
+        ));
+    }
+    Ok(out)
+}
+
+/// Checks every header name and value of the agent's request and its path and query against
+/// the upstream's request rules. Returns the replacements that would be made.
+///
+/// # Errors
+/// The refusal for the first dummy that may not go to this upstream (403) or whose real value
+/// is unavailable (503), or a dummy in a header *name* (400).
+pub fn check(
+    policy: &Policy,
+    upstream: usize,
+    req: &RequestHeader,
+    path_and_query: &[u8],
+) -> Result<Hits, Refusal> {
+    let mut hits = Hits::new();
+    let Some(rules) = policy.upstream_rules.get(upstream) else {
+        return Ok(hits);
+    };
+    let rw = &rules.rewriter;
+    for (name, value) in req.headers.iter() {
+        let mut name_hits = Hits::new();
+        match rw.rewrite(name.as_str().as_bytes(), &mut name_hits) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(_)) | Err(_) => {
+                return Err(refuse(
+                    400,
+                    "placeholder_in_header_name",
+                    "credential placeholders may appear in header values, not header names",
+                ))
+            }
+        }
+        rw.rewrite(value.as_bytes(), &mut hits)
+            .map_err(|r| policy.request_refusal(upstream, &r))?;
+    }
+    rw.rewrite(path_and_query, &mut hits)
+        .map_err(|r| policy.request_refusal(upstream, &r))?;
+    Ok(hits)
+}
+
+/// Prepares the request that goes upstream: origin-form target with dummies replaced, every
+/// header value rewritten, `Host` set to the upstream, proxy headers removed, identity encoding
+/// asked for (so responses can be scanned), and `Content-Length` dropped when the body may
+/// change length (the body then goes chunked).
+///
+/// # Errors
+/// A refusal when a rule refuses (already checked in `request_filter`; this is the backstop)
+/// or a rewritten value is not a valid header value.
+pub fn prepare_upstream(
+    policy: &Policy,
+    upstream: usize,
+    target: &Target,
+    req: &mut RequestHeader,
+) -> Result<(), Refusal> {
+    let (Some(rules), Some(up)) = (
+        policy.upstream_rules.get(upstream),
+        policy.config.upstreams.get(upstream),
+    ) else {
+        return Err(refuse(500, "internal", "unknown upstream"));
+    };
+    let rw = &rules.rewriter;
+    let mut hits = Hits::new();
+    let path = rw
+        .rewrite(&target.path_and_query, &mut hits)
+        .map_err(|r| policy.request_refusal(upstream, &r))?;
+    req.set_raw_path(&path)
+        .map_err(|_| refuse(400, "bad_request", "the request target is not valid"))?;
+
+    for name in DROP_UPSTREAM {
+        req.remove_header(*name);
+    }
+    // Rewrite values in place, name by name, keeping multi-valued headers in order.
+    let names: Vec<HeaderName> = req.headers.keys().cloned().collect();
+    for name in names {
+        let values: Vec<HeaderValue> = req.headers.get_all(&name).iter().cloned().collect();
+        let mut changed = false;
+        let mut new_values = Vec::with_capacity(values.len());
+        for v in &values {
+            match rw
+                .rewrite(v.as_bytes(), &mut hits)
+                .map_err(|r| policy.request_refusal(upstream, &r))?
+            {
+                Cow::Borrowed(_) => new_values.push(v.clone()),
+                Cow::Owned(bytes) => {
+                    changed = true;
+                    let mut hv = HeaderValue::from_bytes(&bytes).map_err(|_| {
+                        refuse(
+                            502,
+                            "invalid_header",
+                            format!("a rewritten `{name}` header is not a valid header value"),
+                        )
+                    })?;
+                    // Never index a secret in an HTTP/2 HPACK table.
+                    hv.set_sensitive(true);
+                    new_values.push(hv);
+                }
+            }
+        }
+        if changed {
+            req.remove_header(&name);
+            for v in new_values {
+                req.append_header(name.clone(), v)
+                    .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
+            }
+        }
+    }
+    req.insert_header(http::header::HOST, up.authority.as_str())
+        .map_err(|_| refuse(502, "invalid_header", "cannot set Host"))?;
+    req.insert_header(http::header::ACCEPT_ENCODING, "identity")
+        .map_err(|_| refuse(502, "invalid_header", "cannot set Accept-Encoding"))?;
+    if !rules.length_preserving {
+        req.remove_header(&http::header::CONTENT_LENGTH);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::type_complexity)]
+    use super::*;
+
+    fn req(method: &str, target: &[u8], host: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build(method, b"/", None).unwrap();
+        r.set_raw_path(target).unwrap();
+        if let Some(h) = host {
+            r.insert_header("host", h).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn targets() {
+        let cases: &[(
+            &str,
+            &[u8],
+            Option<&str>,
+            Option<(&str, Option<u16>, &[u8])>,
+        )] = &[
+            (
+                "origin form",
+                b"/v1/models?a=1",
+                Some("API.OpenAI.com"),
+                Some(("api.openai.com", None, b"/v1/models?a=1")),
+            ),
+            (
+                "origin form with port",
+                b"/",
+                Some("localhost:8080"),
+                Some(("localhost", Some(8080), b"/")),
+            ),
+            (
+                "absolute form",
+                b"http://api.github.com/user",
+                Some("ignored"),
+                Some(("api.github.com", Some(80), b"/user")),
+            ),
+            (
+                "absolute form no path",
+                b"http://h.example:81?q",
+                None,
+                Some(("h.example", Some(81), b"/?q")),
+            ),
+            (
+                "absolute form https",
+                b"HTTPS://h.example/x",
+                None,
+                Some(("h.example", Some(443), b"/x")),
+            ),
+            ("ipv6", b"/", Some("[::1]:9"), Some(("::1", Some(9), b"/"))),
+            (
+                "trailing dot",
+                b"/",
+                Some("api.openai.com."),
+                Some(("api.openai.com", None, b"/")),
+            ),
+            ("no host", b"/", None, None),
+            ("user info", b"http://u:p@h.example/", None, None),
+            ("bad port", b"/", Some("h:99999"), None),
+            ("asterisk", b"*", Some("h"), None),
+        ];
+        for (name, t, host, want) in cases {
+            let got = target(&req("GET", t, *host));
+            match want {
+                Some((h, p, path)) => {
+                    let got = got.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                    assert_eq!(got.host, *h, "{name}");
+                    assert_eq!(got.port, *p, "{name}");
+                    assert_eq!(got.path_and_query, path.to_vec(), "{name}");
+                }
+                None => assert!(got.is_err(), "{name}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn match_paths() {
+        let cases: &[(&str, &[u8], Option<&[u8]>)] = &[
+            ("plain", b"/v1/models?x=/..", Some(b"/v1/models")),
+            ("encoded unreserved", b"/%61dmin/%7e", Some(b"/admin/~")),
+            ("encoded slash kept", b"/a%2Fb", Some(b"/a%2Fb")),
+            ("dot dot", b"/a/../b", None),
+            ("encoded dot dot", b"/a/%2e%2E/b", None),
+            ("dot", b"/./b", None),
+            ("trailing percent", b"/a%", Some(b"/a%")),
+            ("short percent", b"/a%4", Some(b"/a%4")),
+        ];
+        for (name, input, want) in cases {
+            let got = match_path(input);
+            match want {
+                Some(w) => assert_eq!(got.unwrap(), w.to_vec(), "{name}"),
+                None => assert!(got.is_err(), "{name}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Response-side steps, free of Pingora's session type: every real secret the gateway knows
+//! becomes its dummy in the response headers and the streamed body, compressed bodies are
+//! decoded first (or refused: fail closed), and framing headers are fixed up.
+//!
+//! Memory per response is bounded: the decoder's window plus the rewriter's held-back bytes
+//! (less than the longest real secret); nothing waits for the end of the body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+
+use crate::decode::{Decoder, Encoding};
+use crate::policy::{Policy, Refusal};
+use crate::rewrite::{Hits, RewriteStream};
+
+/// Headers describing the exact bytes of a body; wrong once the body is rewritten.
+const BODY_DIGESTS: &[&str] = &["content-md5", "digest", "content-digest", "repr-digest"];
+
+/// The per-response body state.
+pub struct BodyScrubber {
+    decoder: Option<Decoder>,
+    stream: RewriteStream,
+    decoded: Vec<u8>,
+}
+
+fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message: message.into(),
+        credential: None,
+    }
+}
+
+/// Scrubs the response headers and decides how the body is handled.
+///
+/// Returns the body scrubber, or `None` for an upgraded (WebSocket) response, whose frames are
+/// passed through unscanned (only on routes that say `websocket: true`).
+///
+/// # Errors
+/// 502 when the body is compressed with an encoding the gateway cannot decode: such a body is
+/// never passed through unscanned.
+pub fn prepare(
+    policy: &Policy,
+    resp: &mut ResponseHeader,
+    hits: &mut Hits,
+) -> Result<Option<BodyScrubber>, Refusal> {
+    scrub_headers(policy, resp, hits)?;
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(None);
+    }
+    let decoder = match resp.headers.get(http::header::CONTENT_ENCODING) {
+        None => None,
+        Some(v) => match Encoding::from_header(v.as_bytes()) {
+            Ok(None) => None,
+            Ok(Some(enc)) => Some(Decoder::new(enc)),
+            Err(e) => {
+                return Err(refuse(
+                    502,
+                    "compressed_body_refused",
+                    format!("the upstream sent a body the gateway cannot scan ({e})"),
+                ))
+            }
+        },
+    };
+    if decoder.is_some() {
+        resp.remove_header(&http::header::CONTENT_ENCODING);
+    }
+    if decoder.is_some() || !policy.response_length_preserving {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        for h in BODY_DIGESTS {
+            resp.remove_header(*h);
+        }
+    }
+    Ok(Some(BodyScrubber {
+        decoder,
+        stream: policy.response.stream(),
+        decoded: Vec::new(),
+    }))
+}
+
+/// Replaces real secrets in header values with their dummies; a header whose *name* holds a
+/// real secret is dropped.
+fn scrub_headers(
+    policy: &Policy,
+    resp: &mut ResponseHeader,
+    hits: &mut Hits,
+) -> Result<(), Refusal> {
+    let rw = &policy.response;
+    let names: Vec<HeaderName> = resp.headers.keys().cloned().collect();
+    for name in names {
+        let mut name_hits = Hits::new();
+        if let Ok(Cow::Owned(_)) = rw.rewrite(name.as_str().as_bytes(), &mut name_hits) {
+            resp.remove_header(&name);
+            for (rule, n) in name_hits.iter() {
+                for _ in 0..n {
+                    hits.add(rule);
+                }
+            }
+            continue;
+        }
+        let values: Vec<HeaderValue> = resp.headers.get_all(&name).iter().cloned().collect();
+        let mut changed = false;
+        let mut new_values = Vec::with_capacity(values.len());
+        for v in &values {
+            // The response rewriter has no refusing rules.
+            match rw.rewrite(v.as_bytes(), hits) {
+                Ok(Cow::Borrowed(_)) => new_values.push(v.clone()),
+                Ok(Cow::Owned(bytes)) => {
+                    changed = true;
+                    new_values.push(HeaderValue::from_bytes(&bytes).map_err(|_| {
+                        refuse(
+                            502,
+                            "invalid_header",
+                            "a scrubbed header is not a valid value",
+                        )
+                    })?);
+                }
+                Err(_) => return Err(refuse(500, "internal", "response rules refused")),
+            }
+        }
+        if changed {
+            resp.remove_header(&name);
+            for v in new_values {
+                resp.append_header(name.clone(), v)
+                    .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl BodyScrubber {
+    /// Scrubs one chunk in place. `end` flushes everything held back.
+    ///
+    /// # Errors
+    /// A message (no secret in it) when a compressed body is corrupt or truncated.
+    pub fn chunk(&mut self, body: &mut Option<Bytes>, end: bool) -> Result<(), String> {
+        let input = body.take().unwrap_or_default();
+        let mut out = Vec::with_capacity(input.len() + 64);
+        let plain: &[u8] = match self.decoder.as_mut() {
+            Some(d) => {
+                self.decoded.clear();
+                d.push(&input, &mut self.decoded)
+                    .map_err(|e| format!("corrupt compressed body: {e}"))?;
+                if end {
+                    d.finish(&mut self.decoded)
+                        .map_err(|e| format!("corrupt compressed body: {e}"))?;
+                }
+                &self.decoded
+            }
+            None => &input,
+        };
+        // The response rewriter has no refusing rules; an error here is a bug, and failing
+        // the response is the safe way to handle it.
+        let internal = |_| "internal: a response rule refused".to_string();
+        self.stream.push(plain, &mut out).map_err(internal)?;
+        if end {
+            self.stream.finish(&mut out).map_err(internal)?;
+        }
+        // An empty chunk is skipped by the writer; `None` would end the body early.
+        *body = Some(Bytes::from(out));
+        Ok(())
+    }
+
+    /// Emits whatever is still held back (for responses that end without an `end` chunk).
+    pub fn flush(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        if let Some(d) = self.decoder.as_mut() {
+            self.decoded.clear();
+            if d.finish(&mut self.decoded).is_ok() {
+                let _ = self.stream.push(&self.decoded, &mut out);
+            }
+        }
+        let _ = self.stream.finish(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Replacements made so far.
+    pub fn hits(&self) -> &Hits {
+        self.stream.hits()
+    }
+}

@@ -1,0 +1,250 @@
+//! Finding the next leftmost-longest match: aho-corasick, with a prefilter chosen for
+//! credential-shaped needles.
+//!
+//! aho-corasick's own prefilters give up on exactly the sets a gateway has: more needles than
+//! its packed (Teddy) searcher takes, starting with more than three distinct bytes, so it steps
+//! its automaton over every byte; or needles that all start with `s` (`sk-...`), so its
+//! start-byte prefilter stops on every `s` of English text. But credentials share a few short,
+//! rarer prefixes (`sk-`, `ghp_`, `AKIA`, `xoxb`). This module picks the longest prefix length
+//! (up to [`MAX_PREFIX_LEN`]) at which the needles have at most [`MAX_PREFIXES`] distinct
+//! prefixes, finds candidate positions with a packed searcher over those prefixes (or `memmem`
+//! when all needles share one), and confirms each candidate with an anchored leftmost-longest search.
+//! Every occurrence of a needle is an occurrence of its prefix, so the first candidate that
+//! confirms is the leftmost match, and the anchored search gives the longest needle there.
+//!
+//! Confirming a candidate walks at most the longest needle; if candidates keep failing densely
+//! (text crafted to look like needle prefixes), the search falls back to the plain unanchored
+//! automaton for the rest of the window, so the cost per byte stays bounded.
+
+use std::collections::BTreeSet;
+
+use aho_corasick::{packed, AhoCorasick, Anchored, BuildError, Input, Match, MatchKind, StartKind};
+
+/// Most distinct prefixes handed to the packed searcher (Teddy slows down past a few dozen).
+const MAX_PREFIXES: usize = 32;
+
+/// Longest prefix used; longer ones hardly cut false candidates further.
+const MAX_PREFIX_LEN: usize = 8;
+
+/// Longest common prefix searched for as one pattern.
+const MAX_COMMON_PREFIX_LEN: usize = 32;
+
+/// Failed candidates allowed before the fallback, plus one per this many bytes searched.
+const MISSES_FREE: usize = 8;
+const BYTES_PER_MISS: usize = 32;
+
+/// A leftmost-longest searcher over a fixed set of needles.
+pub(crate) struct Finder {
+    ac: AhoCorasick,
+    pre: Option<Prefilter>,
+}
+
+/// Finds positions where some needle may start.
+enum Prefilter {
+    /// Every needle starts with this one prefix. A one-pattern aho-corasick searcher is
+    /// `memchr`'s `memmem` inside, without adding a dependency.
+    Common(AhoCorasick),
+    /// Every needle starts with one of these prefixes.
+    Packed(packed::Searcher),
+}
+
+impl Prefilter {
+    /// Chooses a prefilter for `needles`, or `None` when aho-corasick's own is as good.
+    fn new(needles: &[&[u8]]) -> Option<Prefilter> {
+        let shortest = needles.iter().map(|n| n.len()).min()?;
+        // With a single first byte, or a first-byte-only choice, aho-corasick's own start-byte
+        // prefilter does the same job.
+        if shortest < 2 {
+            return None;
+        }
+        let common = common_prefix(needles);
+        if common.len() >= 2 {
+            let common = &common[..common.len().min(MAX_COMMON_PREFIX_LEN)];
+            return AhoCorasick::new([common]).ok().map(Prefilter::Common);
+        }
+        let prefixes = (2..=MAX_PREFIX_LEN.min(shortest))
+            .rev()
+            .map(|k| needles.iter().map(|n| &n[..k]).collect::<BTreeSet<&[u8]>>())
+            .find(|set| set.len() <= MAX_PREFIXES)?;
+        packed::Config::new()
+            .builder()
+            .extend(prefixes)
+            .build()
+            .map(Prefilter::Packed)
+    }
+
+    /// Start of the first candidate at or after `from`.
+    fn find(&self, w: &[u8], from: usize) -> Option<usize> {
+        match self {
+            Prefilter::Common(ac) => ac
+                .find(Input::new(w).span(from..w.len()))
+                .map(|m| m.start()),
+            Prefilter::Packed(s) => s
+                .find_in(w, aho_corasick::Span::from(from..w.len()))
+                .map(|m| m.start()),
+        }
+    }
+
+    fn memory_usage(&self) -> usize {
+        match self {
+            Prefilter::Common(ac) => ac.memory_usage(),
+            Prefilter::Packed(s) => s.memory_usage(),
+        }
+    }
+}
+
+/// The longest prefix every needle shares.
+fn common_prefix<'a>(needles: &[&'a [u8]]) -> &'a [u8] {
+    let Some((first, rest)) = needles.split_first() else {
+        return &[];
+    };
+    let len = rest.iter().fold(first.len(), |len, n| {
+        first[..len]
+            .iter()
+            .zip(n.iter())
+            .take_while(|(a, b)| a == b)
+            .count()
+    });
+    &first[..len]
+}
+
+impl Finder {
+    /// Builds the searcher for `needles` (none empty).
+    pub(crate) fn new(needles: &[&[u8]]) -> Result<Finder, BuildError> {
+        let pre = Prefilter::new(needles);
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .start_kind(if pre.is_some() {
+                StartKind::Both
+            } else {
+                StartKind::Unanchored
+            })
+            .build(needles)?;
+        Ok(Finder { ac, pre })
+    }
+
+    /// The leftmost-longest match in `w[from..]`, if any.
+    ///
+    /// Exact for a window: aho-corasick has no look-behind, so a search of `w[from..]` gives
+    /// what a search of the whole input would from `from`, among matches that end within `w`.
+    pub(crate) fn find(&self, w: &[u8], from: usize) -> Option<Match> {
+        let Some(pre) = &self.pre else {
+            return self.unanchored(w, from);
+        };
+        let mut at = from;
+        let mut misses = 0;
+        while at < w.len() {
+            let c = pre.find(w, at)?;
+            let input = Input::new(w).span(c..w.len()).anchored(Anchored::Yes);
+            if let Some(m) = self.ac.find(input) {
+                return Some(m);
+            }
+            at = c + 1;
+            misses += 1;
+            if misses > MISSES_FREE + (at - from) / BYTES_PER_MISS {
+                return self.unanchored(w, at);
+            }
+        }
+        None
+    }
+
+    fn unanchored(&self, w: &[u8], from: usize) -> Option<Match> {
+        self.ac.find(Input::new(w).span(from..w.len()))
+    }
+
+    /// Heap bytes of the automaton and the prefilter.
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.ac.memory_usage() + self.pre.as_ref().map_or(0, Prefilter::memory_usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// From any position, the finder gives aho-corasick's own unanchored leftmost-longest
+        /// match, whichever prefilter was chosen, and also when text made of needle prefixes
+        /// (near-misses) forces the fallback.
+        #[test]
+        fn finder_equals_plain_leftmost_longest(
+            needles in prop::collection::btree_set(prop::collection::vec(b'a'..=b'c', 1..12), 1..6),
+            parts in prop::collection::vec(
+                (any::<prop::sample::Index>(), any::<prop::sample::Index>(), prop::collection::vec(b'a'..=b'd', 0..2)),
+                0..80,
+            ),
+            from in any::<prop::sample::Index>(),
+        ) {
+            let needles: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
+            let mut w = Vec::new();
+            for (which, cut, noise) in parts {
+                let n = needles[which.index(needles.len())];
+                w.extend_from_slice(&n[..cut.index(n.len())]);
+                w.extend_from_slice(&noise);
+            }
+            let f = Finder::new(&needles).unwrap();
+            let plain = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&needles)
+                .unwrap();
+            let from = from.index(w.len() + 1);
+            let want = plain.find(Input::new(&w).span(from..w.len()));
+            prop_assert_eq!(f.find(&w, from), want);
+        }
+    }
+
+    #[test]
+    fn prefilter_choice_by_case() {
+        let cases: &[(&str, &[&[u8]], &str)] = &[
+            (
+                "one needle: its whole prefix",
+                &[b"sk-dummy-openai"],
+                "common 15",
+            ),
+            (
+                "all sk-: the common prefix",
+                &[b"sk-abc", b"sk-xyz", b"sk-proj-q"],
+                "common 3",
+            ),
+            (
+                "a one-byte needle: aho-corasick's own",
+                &[b"a", b"sk-x"],
+                "none",
+            ),
+            (
+                "shared first byte only: packed",
+                &[b"sa1", b"sb2"],
+                "packed",
+            ),
+            (
+                "mixed shapes: packed",
+                &[b"sk-abc", b"ghp_abc", b"AKIAXYZ", b"xoxb-12"],
+                "packed",
+            ),
+        ];
+        for &(name, needles, want) in cases {
+            let got = match Prefilter::new(needles) {
+                None => "none".to_string(),
+                Some(Prefilter::Common(ac)) => format!("common {}", ac.max_pattern_len()),
+                Some(Prefilter::Packed(_)) => "packed".to_string(),
+            };
+            assert_eq!(got, want, "case {name:?}");
+        }
+    }
+
+    /// Text full of near-misses takes the fallback and still finds the match after them.
+    #[test]
+    fn dense_failed_candidates_fall_back_and_still_find() {
+        let f = Finder::new(&[b"sk-dummy-openai", b"ghp-dummy-github"]).unwrap();
+        let mut w = b"sk-dummy-".repeat(200);
+        w.extend_from_slice(b"ghp-dummy-github");
+        let m = f.find(&w, 0).unwrap();
+        assert_eq!(
+            (m.start(), m.end(), m.pattern().as_usize()),
+            (1800, 1816, 1)
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! The process: builds the Pingora server from a validated config — one proxy service with a
+//! listener per configured address, the admin service — and runs it until SIGTERM (graceful)
+//! or SIGINT (fast).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::Loaded;
+use crate::policy::Policy;
+use crate::proxy::Gateway;
+use crate::reload::Reloader;
+use crate::tls::ListenerTlsState;
+use pingora::services::background::background_service;
+
+/// Serves `loaded` until the process is told to stop.
+///
+/// # Errors
+/// A message when the configuration cannot be compiled or a listener is not supported.
+pub fn run(loaded: Loaded) -> Result<(), String> {
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    let listeners = loaded.config.listeners.clone();
+    let admin = loaded.config.admin.clone();
+    let policy = Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))?;
+    for c in &policy.config.credentials {
+        if let Err(why) = &c.real {
+            log::warn!("credential `{}` is unavailable: {why}", c.name);
+        }
+    }
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    crate::metrics::init();
+
+    let conf = ServerConf {
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(policy),
+        "slapenir",
+    );
+    let mut tls_states = Vec::new();
+    for l in &listeners {
+        match &l.tls {
+            None => {
+                proxy.add_tcp(&l.address.to_string());
+                log::info!("listener `{}` on {} (plain)", l.name, l.address);
+            }
+            Some(files) => {
+                let state = ListenerTlsState::load(&l.name, files)
+                    .map_err(|e| format!("listener `{}`: {e}", l.name))?;
+                let settings = state
+                    .settings()
+                    .map_err(|e| format!("listener `{}`: {e}", l.name))?;
+                proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
+                log::info!(
+                    "listener `{}` on {} (TLS, client certificates {})",
+                    l.name,
+                    l.address,
+                    if files.client_ca.is_some() {
+                        "required"
+                    } else {
+                        "not required"
+                    }
+                );
+                tls_states.push(state);
+            }
+        }
+    }
+    server.add_service(proxy);
+    server.add_service(background_service("reloader", Reloader { tls: tls_states }));
+
+    if let Some(admin) = admin {
+        let mut svc = Service::new("admin".to_string(), HttpServer::new_app(Admin));
+        svc.add_tcp(&admin.address.to_string());
+        log::info!("admin on http://{}", admin.address);
+        server.add_service(svc);
+    }
+    server.run_forever()
+}

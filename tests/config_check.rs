@@ -1,0 +1,240 @@
+//! `slapenir check` through the real binary: every shipped config in `conf/` passes, and broken
+//! configs are reported with every error at its file:line:column.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(path: &Path) -> (bool, String, String) {
+    check_in(Path::new("."), path)
+}
+
+/// Runs `slapenir check --config path` with `cwd` as the working directory (relative paths in
+/// configs resolve against it).
+fn check_in(cwd: &Path, path: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_slapenir"))
+        .args(["check", "--config"])
+        .arg(path)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A working directory holding the development PKI the shipped configs refer to (`certs/`).
+fn dir_with_dev_pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slapenir"))
+        .args(["pki", "init", "--dir", "certs"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Every config in `conf/` passes; the failure names the file.
+#[test]
+fn every_shipped_config_passes_check() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let cwd = dir_with_dev_pki();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&conf).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let (ok, out, err) = check_in(cwd.path(), &path);
+            assert!(ok, "{} failed check:\n{out}\n{err}", path.display());
+            assert!(out.starts_with("ok:"), "{out}");
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no config files found in conf/");
+}
+
+#[test]
+fn embedded_default_passes_check() {
+    let cwd = dir_with_dev_pki();
+    let out = Command::new(env!("CARGO_BIN_EXE_slapenir"))
+        .arg("check")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Without its PKI the embedded default fails check, naming the missing files.
+#[test]
+fn embedded_default_without_pki_names_the_missing_files() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slapenir"))
+        .arg("check")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listeners[0].tls.cert: cannot read certs/gateway.crt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_config_reports_every_error_with_its_position() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broken/many-errors.yaml");
+    let (ok, _out, err) = check(&path);
+    assert!(!ok);
+    // (line:column, YAML path, a fragment of the message)
+    let expected: &[(&str, &str, &str)] = &[
+        ("3:14", "listeners[0].address", "is not a socket address"),
+        ("4:11", "listeners[1].name", "already used by listeners[0]"),
+        ("7:11", "listeners[1].tls", "`client_ca` is missing"),
+        ("7:13", "listeners[1].tls.cert", "cannot read"),
+        ("8:12", "listeners[1].tls.key", "cannot read"),
+        (
+            "11:10",
+            "upstreams.openai.url",
+            "scheme `ftp` is not supported",
+        ),
+        ("13:10", "upstreams.github.url", "has a path or query"),
+        (
+            "14:19",
+            "upstreams.github.http_version",
+            "`3` is not allowed",
+        ),
+        (
+            "15:22",
+            "upstreams.github.connect_timeout",
+            "`soon` is not a duration",
+        ),
+        ("18:12", "credentials.openai.dummy", "at least 8 characters"),
+        ("19:11", "credentials.openai.real", "cannot read file"),
+        (
+            "20:25",
+            "credentials.openai.upstreams[1]",
+            "upstream `gitlab` is not defined",
+        ),
+        ("23:11", "credentials.github.real", "exactly one of"),
+        (
+            "27:15",
+            "routes[0].upstream",
+            "upstream `opnai` is not defined",
+        ),
+        ("28:9", "routes[1]", "duplicate route"),
+        ("33:5", "routes[2].hots", "unknown field `hots`"),
+    ];
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    for (pos, yaml_path, fragment) in expected {
+        let want = format!("many-errors.yaml:{pos}: {yaml_path}: ");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&want) && l.contains(fragment)),
+            "missing `{want}...{fragment}` in:\n{err}"
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "unexpected extra errors:\n{err}"
+    );
+    assert!(err.contains(&format!("{} error(s)", expected.len())));
+}
+
+/// Table of small broken files, each with the one error it must produce.
+#[test]
+fn named_broken_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok_upstream = "upstreams:\n  a:\n    url: http://127.0.0.1:1\n";
+    let listener = "listeners:\n  - name: l\n    address: 127.0.0.1:1\n";
+    let cases: &[(&str, String, &str)] = &[
+        ("empty file", String::new(), "the file is empty"),
+        ("not yaml", "listeners: [\n".into(), "not valid YAML"),
+        ("unknown section", format!("{listener}{ok_upstream}extra: 1\n"), "unknown section `extra`"),
+        ("no listeners", ok_upstream.into(), "at least one listener"),
+        ("no upstreams", listener.into(), "at least one upstream"),
+        (
+            "tls without client ca and with client_auth none and ca",
+            format!("listeners:\n  - name: l\n    address: 127.0.0.1:1\n    tls: {{ cert: a, key: b, client_ca: c, client_auth: none }}\n{ok_upstream}"),
+            "contradicts",
+        ),
+        (
+            "credential bound to nothing",
+            format!("{listener}{ok_upstream}credentials:\n  c:\n    dummy: dummy-value-1\n    real: {{ env: HOME }}\n    upstreams: []\n"),
+            "at least one upstream",
+        ),
+        (
+            "same dummy twice",
+            format!("{listener}{ok_upstream}credentials:\n  c:\n    dummy: dummy-value-1\n    real: {{ env: HOME }}\n    upstreams: [a]\n  d:\n    dummy: dummy-value-1\n    real: {{ env: PATH }}\n    upstreams: [a]\n"),
+            "same dummy as credential `c`",
+        ),
+        (
+            "bad route host",
+            format!("{listener}{ok_upstream}routes:\n  - host: http://x\n    upstream: a\n"),
+            "is not a host name",
+        ),
+        (
+            "bad path prefix",
+            format!("{listener}{ok_upstream}routes:\n  - host: x\n    path_prefix: v1\n    upstream: a\n"),
+            "is not a path prefix",
+        ),
+        (
+            "bad name",
+            format!("{listener}upstreams:\n  \"a b\":\n    url: http://h\n"),
+            "is not allowed",
+        ),
+        (
+            "upstream url with credentials",
+            format!("{listener}upstreams:\n  a:\n    url: http://user:pw@h\n"),
+            "user info",
+        ),
+    ];
+    for (name, content, fragment) in cases {
+        let path = dir.path().join(format!("{}.yaml", name.replace(' ', "-")));
+        std::fs::write(&path, content).unwrap();
+        let (ok, _, err) = check(&path);
+        assert!(!ok, "{name}: check passed");
+        assert!(
+            err.contains(fragment),
+            "{name}: `{fragment}` not in:\n{err}"
+        );
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: "), "{name}: {first}");
+    }
+}
+
+/// A secret file's content must never be echoed, whatever is wrong with it.
+#[test]
+fn check_never_prints_secret_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "sk-live-NEVER-PRINT-ME-0123456789";
+    std::fs::write(dir.path().join("key"), format!("{secret} has a space\n")).unwrap();
+    std::fs::write(dir.path().join("same"), "ghp-dummy-github\n").unwrap();
+    let d = dir.path().display();
+    let config = format!(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://h\n\
+         credentials:\n  c:\n    dummy: sk-dummy-openai\n    real: {{ file: {d}/key }}\n    upstreams: [a]\n\
+         \x20 d:\n    dummy: ghp-dummy-github\n    real: {{ file: {d}/same }}\n    upstreams: [a]\n",
+    );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config).unwrap();
+    let (ok, out, err) = check(&path);
+    assert!(!ok);
+    assert!(!out.contains(secret) && !err.contains(secret), "{err}");
+    assert!(!err.contains("NEVER"), "{err}");
+    assert!(err.contains("control character or space"), "{err}");
+    assert!(err.contains("equals its dummy"), "{err}");
+}

@@ -1,0 +1,560 @@
+//! End-to-end tests of the gateway core through real sockets: a real `slapenir` process, real
+//! upstream servers (plain HTTP/1.1, TLS with a test CA, HTTP/2 over TLS, h2c) that record what
+//! they receive, and real clients (`curl`, hyper, a raw TCP writer).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::gateway::GatewayProcess;
+use common::upstream::{percent_encode, BodyRecorder, Upstream, UpstreamKind};
+
+const DUMMY: &str = "sk-dummy-openai";
+/// Longer than its dummy, so every rewrite changes lengths (the harder framing case).
+const REAL: &str = "sk-real-OPENAI-7f3a9c1e5b2d4f6a8c0e";
+const GH_DUMMY: &str = "ghp-dummy-github";
+const GH_REAL: &str = "ghp_REALgithubToken0123456789abcdef";
+const MISSING_DUMMY: &str = "sk-dummy-missing";
+
+/// A gateway in front of `up`, with a second upstream (`other`, never reachable) owning the
+/// GitHub credential, and a credential whose real value is unset.
+fn gateway_for(up: &Upstream) -> GatewayProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, extra) = match up.kind() {
+        UpstreamKind::Plain => (up.url(), String::new()),
+        UpstreamKind::H2c => (up.url(), "    http_version: \"2\"\n".to_string()),
+        UpstreamKind::Tls | UpstreamKind::H2Tls => {
+            let ca = dir.path().join("upstream-ca.crt");
+            std::fs::copy(up.ca_path(), &ca).unwrap();
+            // The test server listens on IPv4 only; its certificate has an IP SAN.
+            let url = format!("https://127.0.0.1:{}", up.addr().port());
+            (url, format!("    ca: {}\n", ca.display()))
+        }
+    };
+    let config = format!(
+        "listeners:\n  - name: agents\n    address: {{listen}}\n\
+         admin:\n  address: {{admin}}\n\
+         upstreams:\n  api:\n    url: {url}\n{extra}\
+         \x20 other:\n    url: http://127.0.0.1:9\n\
+         credentials:\n\
+         \x20 openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n\
+         \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [other]\n\
+         \x20 missing:\n    dummy: {MISSING_DUMMY}\n    real: {{ env: TEST_SURELY_UNSET_KEY }}\n    upstreams: [api]\n\
+         routes:\n\
+         \x20 - host: api.test\n    upstream: api\n\
+         \x20 - host: other.test\n    upstream: other\n\
+         \x20 - host: ws.test\n    upstream: api\n    websocket: true\n"
+    );
+    GatewayProcess::start_in(
+        dir,
+        &config,
+        &[("TEST_OPENAI_KEY", REAL), ("TEST_GITHUB_KEY", GH_REAL)],
+    )
+}
+
+/// Runs curl against the gateway with `Host: host`; returns (status, headers+body as text).
+fn curl(gw: &GatewayProcess, host: &str, args: &[&str], path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30", "-H"])
+        .arg(format!("Host: {host}"))
+        .args(args)
+        .arg(format!("{}{}", gw.url(), path))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Nothing the gateway printed — audit log or process log — holds a real secret.
+fn assert_no_secret_in_output(gw: &GatewayProcess) {
+    let all = format!("{}{}", gw.stdout(), gw.stderr());
+    for secret in [REAL, GH_REAL] {
+        assert!(
+            !all.contains(secret),
+            "a real secret leaked into the gateway's output"
+        );
+    }
+}
+
+const KINDS: [UpstreamKind; 4] = [
+    UpstreamKind::Plain,
+    UpstreamKind::Tls,
+    UpstreamKind::H2Tls,
+    UpstreamKind::H2c,
+];
+
+#[test]
+fn upstream_receives_the_real_secret_in_headers_query_and_body() {
+    for kind in KINDS {
+        let up = Upstream::start(kind);
+        let gw = gateway_for(&up);
+        let auth = format!("Authorization: Bearer {DUMMY}");
+        let custom = format!("X-Api-Key: {DUMMY}");
+        let body = format!("payload {DUMMY} end");
+        let (status, seen) = curl(
+            &gw,
+            "api.test",
+            &["-H", &auth, "-H", &custom, "--data-binary", &body],
+            &format!("/echo?key={DUMMY}&x=1"),
+        );
+        assert_eq!(status, 200, "{kind:?}: {seen}");
+        let req = &up.wait_for_requests_blocking(1, Duration::from_secs(10))[0];
+        assert_eq!(
+            req.header_str("authorization").unwrap(),
+            format!("Bearer {REAL}"),
+            "{kind:?}"
+        );
+        assert_eq!(req.header_str("x-api-key").unwrap(), REAL, "{kind:?}");
+        assert_eq!(req.path, format!("/echo?key={REAL}&x=1"), "{kind:?}");
+        assert_eq!(
+            req.body.text().unwrap(),
+            format!("payload {REAL} end"),
+            "{kind:?}"
+        );
+        assert!(req.body.complete);
+        // The gateway asks for identity encoding and never forwards proxy credentials.
+        assert_eq!(
+            req.header_str("accept-encoding").as_deref(),
+            Some("identity")
+        );
+        // The echo comes back with every real secret turned back into its dummy.
+        assert!(
+            !seen.contains(REAL),
+            "{kind:?}: the client saw the real secret"
+        );
+        assert!(
+            seen.contains(&format!("Bearer {DUMMY}")),
+            "{kind:?}: {seen}"
+        );
+        assert!(
+            seen.contains(&format!("payload {DUMMY} end")),
+            "{kind:?}: {seen}"
+        );
+        assert_no_secret_in_output(&gw);
+    }
+}
+
+#[test]
+fn absolute_form_requests_go_upstream_in_origin_form() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30", "-x"])
+        .arg(gw.url())
+        .arg(format!("http://api.test/echo?k={DUMMY}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let req = &up.wait_for_requests_blocking(1, Duration::from_secs(10))[0];
+    assert_eq!(req.uri.to_string(), format!("/echo?k={REAL}"));
+    assert_eq!(req.header_str("host").unwrap(), up.addr().to_string());
+    assert!(!text.contains(REAL));
+}
+
+/// A chunked upload whose chunks are 1 to 7 bytes long, so that the dummy is cut at every
+/// offset; each chunk is written and flushed on its own with `TCP_NODELAY`.
+#[test]
+fn chunked_upload_with_the_dummy_straddling_every_chunk_boundary() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    up.count_needles([REAL.as_bytes(), DUMMY.as_bytes()]);
+    let gw = gateway_for(&up);
+    for size in 1..=7usize {
+        let mut body = Vec::new();
+        for pad in 0..DUMMY.len() {
+            body.extend(std::iter::repeat_n(b'.', pad));
+            body.extend_from_slice(DUMMY.as_bytes());
+        }
+        let mut s = TcpStream::connect(gw.listen).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(b"POST /sink HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        for chunk in body.chunks(size) {
+            s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .unwrap();
+            s.write_all(chunk).unwrap();
+            s.write_all(b"\r\n").unwrap();
+            s.flush().unwrap();
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 200"),
+            "chunk size {size}: {resp}"
+        );
+        let reqs = up.wait_for_requests_blocking(size, Duration::from_secs(10));
+        let rec = &reqs[size - 1].body;
+        assert!(rec.complete);
+        assert_eq!(
+            rec.needle_counts,
+            vec![DUMMY.len() as u64, 0],
+            "chunk size {size}"
+        );
+        assert_eq!(
+            rec.len as usize,
+            body.len() + DUMMY.len() * (REAL.len() - DUMMY.len())
+        );
+    }
+    assert_no_secret_in_output(&gw);
+}
+
+#[test]
+fn responses_never_carry_the_real_secret() {
+    let text = format!("before {REAL} middle {REAL}{REAL} after");
+    let t = percent_encode(&text);
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "header",
+            format!("/echo-header?name=x-token&value={}", percent_encode(REAL)),
+            format!("x-token: {DUMMY}"),
+        ),
+        (
+            "location and cookie",
+            format!(
+                "/redirect?to={}",
+                percent_encode(&format!("https://x.test/cb?k={REAL}"))
+            ),
+            format!("cb?k={DUMMY}"),
+        ),
+        (
+            "plain body",
+            format!("/body?text={t}"),
+            text.replace(REAL, DUMMY),
+        ),
+        (
+            "long body",
+            format!("/body?text={t}&len=100000"),
+            format!("middle {DUMMY}{DUMMY} after"),
+        ),
+        (
+            "chunked body",
+            format!("/chunked?text={t}&parts=9"),
+            text.replace(REAL, DUMMY),
+        ),
+        (
+            "sse",
+            format!("/sse?n=3&interval_ms=1&text={}", percent_encode(REAL)),
+            format!("data: {DUMMY} 2"),
+        ),
+        ("gzip", format!("/gzip?text={t}"), text.replace(REAL, DUMMY)),
+        (
+            "deflate",
+            format!("/deflate?text={t}"),
+            text.replace(REAL, DUMMY),
+        ),
+        (
+            "raw deflate",
+            format!("/deflate?raw=1&text={t}"),
+            text.replace(REAL, DUMMY),
+        ),
+        ("brotli", format!("/br?text={t}"), text.replace(REAL, DUMMY)),
+        ("zstd", format!("/zstd?text={t}"), text.replace(REAL, DUMMY)),
+        (
+            "gzip sse",
+            format!(
+                "/sse?n=2&interval_ms=1&gzip=1&text={}",
+                percent_encode(REAL)
+            ),
+            format!("data: {DUMMY} 1"),
+        ),
+    ];
+    for kind in KINDS {
+        let up = Upstream::start(kind);
+        let gw = gateway_for(&up);
+        for (name, path, want) in &cases {
+            let (status, seen) = curl(&gw, "api.test", &[], path);
+            assert!(status == 200 || status == 302, "{kind:?} {name}: {seen}");
+            assert!(
+                !seen.contains(REAL),
+                "{kind:?} {name}: real secret reached the client:\n{seen}"
+            );
+            assert!(
+                seen.contains(want.as_str()),
+                "{kind:?} {name}: `{want}` not in:\n{seen}"
+            );
+            assert!(
+                !seen.to_ascii_lowercase().contains("content-encoding"),
+                "{kind:?} {name}: a compressed body was passed through"
+            );
+        }
+        assert_no_secret_in_output(&gw);
+    }
+}
+
+#[test]
+fn refusals() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let cases: Vec<(&str, &str, Vec<String>, String, u16, &str)> = vec![
+        ("dummy bound elsewhere, header", "api.test", vec!["-H".into(), format!("X-Token: {GH_DUMMY}")], "/echo".into(), 403, "credential `github` may not be sent to upstream `api`"),
+        ("dummy bound elsewhere, query", "api.test", vec![], format!("/echo?t={GH_DUMMY}"), 403, "credential `github`"),
+        ("dummy bound elsewhere, cookie", "api.test", vec!["-H".into(), format!("Cookie: a=1; t={GH_DUMMY}")], "/echo".into(), 403, "credential `github`"),
+        ("no route", "evil.test", vec![], "/echo".into(), 403, "no route for host `evil.test`"),
+        ("missing secret", "api.test", vec!["-H".into(), format!("Authorization: Bearer {MISSING_DUMMY}")], "/echo".into(), 503, "credential `missing` is unavailable on this gateway: environment variable TEST_SURELY_UNSET_KEY is not set"),
+        ("dot segments", "api.test", vec!["--path-as-is".into()], "/a/../echo".into(), 400, "dot segments"),
+        ("upgrade on a route without websocket", "api.test", vec!["-H".into(), "Connection: Upgrade".into(), "-H".into(), "Upgrade: websocket".into(), "-H".into(), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".into(), "-H".into(), "Sec-WebSocket-Version: 13".into()], "/echo".into(), 403, "upgrades (WebSocket) are not allowed"),
+    ];
+    for (name, host, args, path, status, message) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (got, text) = curl(&gw, host, &args, path);
+        assert_eq!(got, *status, "{name}: {text}");
+        assert!(text.contains(message), "{name}: `{message}` not in {text}");
+        assert!(!text.contains(REAL) && !text.contains(GH_REAL), "{name}");
+    }
+    assert!(
+        up.requests().is_empty(),
+        "a refused request reached the upstream: {:?}",
+        up.requests()
+    );
+    let audit = gw.stdout();
+    assert!(
+        audit.contains("\"refusal\":\"credential_bound_elsewhere\""),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("\"refused_credential\":\"github\""),
+        "{audit}"
+    );
+    assert!(audit.contains("\"refusal\":\"no_route\""));
+    assert!(audit.contains("\"refusal\":\"credential_unavailable\""));
+    let metrics = ureq_get(&format!("http://{}/metrics", gw.admin));
+    assert!(
+        metrics.contains("slapenir_refusals_total{reason=\"credential_bound_elsewhere\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("slapenir_refusals_total{reason=\"no_route\"} 1"));
+    assert!(!metrics.contains(REAL) && !metrics.contains(DUMMY));
+    assert_no_secret_in_output(&gw);
+}
+
+/// A foreign dummy in a streamed body: the chunk holding it is never forwarded, the upstream
+/// request is aborted (never completed), and the client gets 403.
+#[test]
+fn dummy_bound_elsewhere_in_the_body_aborts_the_request() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    up.count_needles([GH_DUMMY.as_bytes(), GH_REAL.as_bytes()]);
+    let gw = gateway_for(&up);
+    let body = format!("{}{GH_DUMMY}{}", "a".repeat(100), "b".repeat(100));
+    let (status, text) = curl(&gw, "api.test", &["--data-binary", &body], "/sink");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("credential `github`"), "{text}");
+    for r in up.requests() {
+        assert!(!r.body.complete, "the upstream saw a complete request");
+        assert_eq!(r.body.needle_counts, vec![0, 0]);
+    }
+    assert_no_secret_in_output(&gw);
+}
+
+fn ureq_get(url: &str) -> String {
+    let out = Command::new("curl").args(["-s", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn health_endpoint_answers() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    assert_eq!(ureq_get(&format!("http://{}/healthz", gw.admin)), "ok\n");
+}
+
+/// Each SSE event reaches the client before the upstream sends the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_events_arrive_one_by_one() {
+    use http_body_util::BodyExt;
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = http::Request::get(format!(
+        "{}/sse?n=6&interval_ms=100&text={}",
+        gw.url(),
+        percent_encode(REAL)
+    ))
+    .header("host", "api.test")
+    .body(http_body_util::Empty::new())
+    .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    let mut arrivals = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            buf.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                assert!(!event.contains(REAL));
+                assert!(event.contains(DUMMY), "{event}");
+                arrivals.push(Instant::now());
+            }
+        }
+    }
+    assert_eq!(arrivals.len(), 6);
+    let sent = &up.sse_streams()[0].sent;
+    for i in 0..5 {
+        assert!(
+            arrivals[i] < sent[i + 1],
+            "event {i} arrived after event {} was sent",
+            i + 1
+        );
+    }
+}
+
+/// 10,000 requests at concurrency 64 over kept-alive connections: zero errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_at_concurrency_64() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let url = format!(
+        "{}/echo-header?name=x-t&value={}",
+        gw.url(),
+        percent_encode(REAL)
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let client = client.clone();
+        let url = url.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10_000 {
+                let req = http::Request::get(&url)
+                    .header("host", "api.test")
+                    .header("authorization", format!("Bearer {DUMMY}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status() == 200
+                            && resp.headers().get("x-t").map(|v| v.as_bytes())
+                                == Some(DUMMY.as_bytes());
+                        use http_body_util::BodyExt;
+                        let _ = resp.into_body().collect().await;
+                        if !ok {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.unwrap();
+    }
+    assert_eq!(errors, 0);
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 10_000);
+    assert!(reqs
+        .iter()
+        .all(|r| r.header_str("authorization").as_deref() == Some(&format!("Bearer {REAL}"))));
+    // Upstream connections are reused: far fewer connections than requests.
+    assert!(
+        up.connections() < 1_000,
+        "{} upstream connections",
+        up.connections()
+    );
+}
+
+const GIB: u64 = 1 << 30;
+
+/// A 1 GiB upload with a dummy every 64 KiB streams through with the gateway's peak RSS under
+/// 64 MiB. (Debug builds are too slow for a gigabyte; CI runs the suite in release.)
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a gigabyte through a debug build takes minutes; run with --release"
+)]
+fn gigabyte_request_body_in_bounded_memory() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    up.count_needles([REAL.as_bytes(), DUMMY.as_bytes()]);
+    let gw = gateway_for(&up);
+    let mut child = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "600",
+            "-T",
+            "-",
+            "-X",
+            "POST",
+            "-H",
+            "Host: api.test",
+        ])
+        .arg(format!("{}/sink", gw.url()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for chunk in common::upstream::big_body(GIB, DUMMY.as_bytes(), 65_536) {
+            stdin.write_all(&chunk).unwrap();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("bytes="), "{text}");
+    let rec = &up.requests()[0].body;
+    assert!(rec.complete);
+    assert_eq!(rec.needle_counts, vec![GIB / 65_536, 0]);
+    let peak = gw.peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert_no_secret_in_output(&gw);
+}
+
+/// A 1 GiB download holding a real secret every 64 KiB reaches the client scrubbed, with the
+/// gateway's peak RSS under 64 MiB.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a gigabyte through a debug build takes minutes; run with --release"
+)]
+fn gigabyte_response_body_in_bounded_memory() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let mut child = Command::new("curl")
+        .args(["-s", "--max-time", "600", "-H", "Host: api.test"])
+        .arg(format!(
+            "{}/big?bytes={GIB}&needle={}&every=65536",
+            gw.url(),
+            percent_encode(REAL)
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut rec = BodyRecorder::new([REAL.as_bytes(), DUMMY.as_bytes()]);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        rec.feed(&buf[..n]);
+    }
+    assert!(child.wait().unwrap().success());
+    let body = rec.finish(true);
+    assert_eq!(body.needle_counts, vec![0, GIB / 65_536]);
+    let peak = gw.peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert_no_secret_in_output(&gw);
+}
