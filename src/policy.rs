@@ -17,6 +17,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, Route};
+use crate::proxy::peer::UpstreamTls;
 use crate::rewrite::{Action, Refused, Rewriter, Rule};
 
 /// Why a request rule refuses.
@@ -59,6 +60,8 @@ pub struct Policy {
     /// For each response rule index: the credential index.
     pub response_rules: Vec<usize>,
     pub response_length_preserving: bool,
+    /// Per upstream: trust roots and client certificate, in Pingora's types, parsed once.
+    pub upstream_tls: Vec<UpstreamTls>,
     /// Host → route indexes, longest path prefix first.
     routes_by_host: HashMap<String, Vec<usize>>,
 }
@@ -138,6 +141,7 @@ impl Policy {
         }
         match response {
             Some(response) if errors.is_empty() => Ok(Policy {
+                upstream_tls: config.upstreams.iter().map(UpstreamTls::new).collect(),
                 config,
                 upstream_rules,
                 response,

@@ -558,3 +558,41 @@ fn gigabyte_response_body_in_bounded_memory() {
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     assert_no_secret_in_output(&gw);
 }
+
+/// When every real value has its dummy's length, bodies keep their length: the upstream gets
+/// the client's `Content-Length` (not chunked) and the client gets the upstream's.
+#[test]
+fn content_length_is_kept_when_lengths_match() {
+    let same_len_real = "sk-REALLY-openai";
+    let dummy = "sk-dummy-openai!";
+    assert_eq!(same_len_real.len(), dummy.len());
+    let up = Upstream::start(UpstreamKind::Plain);
+    let config = format!(
+        "listeners:\n  - name: agents\n    address: {{listen}}\n\
+         admin:\n  address: {{admin}}\n\
+         upstreams:\n  api:\n    url: {url}\n\
+         credentials:\n  c:\n    dummy: \"{dummy}\"\n    real: {{ env: TEST_SAME_LEN }}\n    upstreams: [api]\n\
+         routes:\n  - host: api.test\n    upstream: api\n",
+        url = up.url()
+    );
+    let gw = GatewayProcess::start(&config, &[("TEST_SAME_LEN", same_len_real)]);
+    let body = format!("x={dummy}");
+    let (status, seen) = curl(
+        &gw,
+        "api.test",
+        &["--data-binary", &body],
+        &format!(
+            "/body?text={}",
+            percent_encode(&format!("got {same_len_real}"))
+        ),
+    );
+    assert_eq!(status, 200, "{seen}");
+    let req = &up.wait_for_requests_blocking(1, Duration::from_secs(10))[0];
+    assert_eq!(req.header_str("content-length").as_deref(), Some("18"));
+    assert!(req.header("transfer-encoding").is_none());
+    assert_eq!(req.body.text().unwrap(), format!("x={same_len_real}"));
+    let lower = seen.to_ascii_lowercase();
+    assert!(lower.contains("content-length: 20"), "{seen}");
+    assert!(seen.contains(&format!("got {dummy}")), "{seen}");
+    assert!(!seen.contains(same_len_real));
+}

@@ -94,6 +94,23 @@ pub struct Upstream {
     pub http_version: HttpVersion,
     pub connect_timeout: Duration,
     pub read_timeout: Option<Duration>,
+    /// The certificate chain (DER, leaf first) and key (DER) presented to this upstream.
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
+/// A client certificate for upstream mTLS. The key is zeroized when the config is dropped.
+pub struct ClientCert {
+    pub chain: Vec<Vec<u8>>,
+    pub key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCert")
+            .field("chain", &self.chain.len())
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
 }
 
 #[derive(Debug)]

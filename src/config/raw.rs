@@ -63,6 +63,16 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     #[serde(default)]
     pub read_timeout: Option<String>,
+    /// A client certificate the gateway presents to this upstream (upstream mTLS).
+    #[serde(default)]
+    pub client_cert: Option<RawClientCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]

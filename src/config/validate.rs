@@ -585,6 +585,22 @@ fn check_upstream(
             }
         },
     };
+    let client_cert = match raw.client_cert {
+        None => Some(None),
+        Some(cc) => load_client_cert(
+            r,
+            &p.key("client_cert"),
+            &resolve(base, &cc.cert),
+            &resolve(base, &cc.key),
+        )
+        .map(|c| Some(Arc::new(c))),
+    };
+    if let (Ok((false, _, _)), Some(Some(_))) = (&parsed, &client_cert) {
+        r.error(
+            &p.key("client_cert"),
+            "a client certificate needs an https:// upstream",
+        );
+    }
     let (tls, host, port) = parsed.ok()?;
     let default_port = if tls { 443 } else { 80 };
     let host_part = if host.contains(':') {
@@ -612,7 +628,59 @@ fn check_upstream(
         http_version: http_version?,
         connect_timeout,
         read_timeout: read_timeout?,
+        client_cert: client_cert?,
     })
+}
+
+/// Reads an upstream client certificate chain and its key, and checks that they belong together.
+fn load_client_cert(
+    r: &mut Report<'_>,
+    p: &YamlPath,
+    cert: &Path,
+    key: &Path,
+) -> Option<ClientCert> {
+    let chain = read_certs(r, &p.key("cert"), cert)?;
+    let data = match std::fs::read(key) {
+        Ok(d) => zeroize::Zeroizing::new(d),
+        Err(e) => {
+            r.error(&p.key("key"), format!("cannot read {}: {e}", key.display()));
+            return None;
+        }
+    };
+    let key_der = match rustls_pemfile::private_key(&mut data.as_slice()) {
+        Ok(Some(k)) => k,
+        _ => {
+            r.error(
+                &p.key("key"),
+                format!("{} holds no valid PEM private key", key.display()),
+            );
+            return None;
+        }
+    };
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> = chain
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
+        .collect();
+    let provider = rustls::crypto::ring::default_provider();
+    match rustls::sign::CertifiedKey::from_der(certs, key_der.clone_key(), &provider)
+        .and_then(|ck| ck.keys_match().map(|_| ck))
+    {
+        Ok(_) => Some(ClientCert {
+            chain,
+            key: zeroize::Zeroizing::new(key_der.secret_der().to_vec()),
+        }),
+        Err(_) => {
+            r.error(
+                &p.key("key"),
+                format!(
+                    "{} does not match the certificate {}",
+                    key.display(),
+                    cert.display()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn duration_field(

@@ -37,23 +37,12 @@ use response::BodyScrubber;
 /// The gateway: the current policy, swapped atomically on reload.
 pub struct Gateway {
     policy: Arc<ArcSwap<Policy>>,
-    cas: Arc<ArcSwap<Vec<Option<peer::CaList>>>>,
 }
 
 impl Gateway {
     /// A gateway serving `policy` (and whatever is later stored into it).
     pub fn new(policy: Arc<ArcSwap<Policy>>) -> Self {
-        let cas = policy
-            .load()
-            .config
-            .upstreams
-            .iter()
-            .map(peer::ca_list)
-            .collect();
-        Self {
-            policy,
-            cas: Arc::new(ArcSwap::from_pointee(cas)),
-        }
+        Self { policy }
     }
 }
 
@@ -119,8 +108,7 @@ impl ProxyHttp for Gateway {
             .upstreams
             .get(u)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown upstream"))?;
-        let cas = self.cas.load();
-        peer::build(up, cas.get(u).and_then(|c| c.as_ref())).await
+        peer::build(up, ctx.policy.upstream_tls.get(u)).await
     }
 
     /// Rewrites the upstream copy of the request header; resets the body rewriter (this hook

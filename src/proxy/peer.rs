@@ -9,13 +9,35 @@ use std::sync::Arc;
 
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::WrappedX509;
+use pingora::utils::tls::{CertKey, WrappedX509};
 use pingora::{Error, ErrorType, Result};
 
 use crate::config::{HttpVersion, Upstream};
 
 /// Trust roots for one upstream: system roots plus its extra CA, parsed once per config.
 pub type CaList = Arc<[WrappedX509]>;
+
+/// An upstream's TLS material in Pingora's types, built once per config (not per request).
+#[derive(Clone, Default)]
+pub struct UpstreamTls {
+    pub ca: Option<CaList>,
+    /// Pingora keeps its own copy of the key (a Pingora type, not zeroized); it lives as long
+    /// as the config that loaded it.
+    pub client_cert: Option<Arc<CertKey>>,
+}
+
+impl UpstreamTls {
+    /// Builds the material for `up`.
+    pub fn new(up: &Upstream) -> Self {
+        Self {
+            ca: ca_list(up),
+            client_cert: up
+                .client_cert
+                .as_ref()
+                .map(|cc| Arc::new(CertKey::new(cc.chain.clone(), cc.key.to_vec()))),
+        }
+    }
+}
 
 /// Builds the trust list for an upstream with an extra CA (`None` when it has none: Pingora's
 /// connector then uses the system roots).
@@ -89,7 +111,7 @@ async fn resolve(up: &Upstream) -> Result<SocketAddr> {
 ///
 /// # Errors
 /// When the host cannot be resolved.
-pub async fn build(up: &Upstream, ca: Option<&CaList>) -> Result<Box<HttpPeer>> {
+pub async fn build(up: &Upstream, tls: Option<&UpstreamTls>) -> Result<Box<HttpPeer>> {
     let addr = resolve(up).await?;
     let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
     peer.options.connection_timeout = Some(up.connect_timeout);
@@ -105,8 +127,9 @@ pub async fn build(up: &Upstream, ca: Option<&CaList>) -> Result<Box<HttpPeer>> 
     if up.http_version != HttpVersion::Http1 {
         peer.options.max_h2_streams = 100;
     }
-    if let Some(ca) = ca {
-        peer.options.ca = Some(ca.clone());
+    if let Some(tls) = tls {
+        peer.options.ca = tls.ca.clone();
+        peer.client_cert_key = tls.client_cert.clone();
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     up.name.hash(&mut h);

@@ -12,6 +12,9 @@
 //! Every occurrence of a needle is an occurrence of its prefix, so the first candidate that
 //! confirms is the leftmost match, and the anchored search gives the longest needle there.
 //!
+//! Where aho-corasick's own prefilter is already good (one needle: `memmem`; up to
+//! [`OWN_PACKED_MAX`] needles with varied first bytes: Teddy over whole needles) it is kept.
+//!
 //! Confirming a candidate walks at most the longest needle; if candidates keep failing densely
 //! (text crafted to look like needle prefixes), the search falls back to the plain unanchored
 //! automaton for the rest of the window, so the cost per byte stays bounded.
@@ -22,6 +25,10 @@ use aho_corasick::{packed, AhoCorasick, Anchored, BuildError, Input, Match, Matc
 
 /// Most distinct prefixes handed to the packed searcher (Teddy slows down past a few dozen).
 const MAX_PREFIXES: usize = 32;
+
+/// Up to this many needles with at least three distinct first bytes, aho-corasick picks its
+/// own packed prefilter over whole needles (see its `util/prefilter.rs`), which is faster here.
+const OWN_PACKED_MAX: usize = 16;
 
 /// Longest prefix used; longer ones hardly cut false candidates further.
 const MAX_PREFIX_LEN: usize = 8;
@@ -52,9 +59,16 @@ impl Prefilter {
     /// Chooses a prefilter for `needles`, or `None` when aho-corasick's own is as good.
     fn new(needles: &[&[u8]]) -> Option<Prefilter> {
         let shortest = needles.iter().map(|n| n.len()).min()?;
-        // With a single first byte, or a first-byte-only choice, aho-corasick's own start-byte
-        // prefilter does the same job.
+        // With a one-byte needle, any prefilter stops on that byte; aho-corasick's own
+        // start-byte prefilter does the same job.
         if shortest < 2 {
+            return None;
+        }
+        // aho-corasick's own prefilter is already the best there is for one needle (`memmem`
+        // over all of it) and for a few needles with varied first bytes (Teddy over whole
+        // needles, which confirms a match without a second search).
+        let first_bytes = needles.iter().map(|n| n[0]).collect::<BTreeSet<u8>>().len();
+        if needles.len() == 1 || (needles.len() <= OWN_PACKED_MAX && first_bytes >= 3) {
             return None;
         }
         let common = common_prefix(needles);
@@ -198,11 +212,15 @@ mod tests {
 
     #[test]
     fn prefilter_choice_by_case() {
+        let many: Vec<Vec<u8>> = (0..17)
+            .map(|i| format!("{}-{i:02}", ["sk", "ghp", "AKIA"][i % 3]).into_bytes())
+            .collect();
+        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
         let cases: &[(&str, &[&[u8]], &str)] = &[
             (
-                "one needle: its whole prefix",
+                "one needle: aho-corasick's memmem",
                 &[b"sk-dummy-openai"],
-                "common 15",
+                "none",
             ),
             (
                 "all sk-: the common prefix",
@@ -220,10 +238,16 @@ mod tests {
                 "packed",
             ),
             (
-                "mixed shapes: packed",
-                &[b"sk-abc", b"ghp_abc", b"AKIAXYZ", b"xoxb-12"],
+                "two first bytes: packed",
+                &[b"sk-abc", b"ghp_abc"],
                 "packed",
             ),
+            (
+                "a few mixed shapes: aho-corasick's Teddy",
+                &[b"sk-abc", b"ghp_abc", b"AKIAXYZ", b"xoxb-12"],
+                "none",
+            ),
+            ("many mixed shapes: packed", &many, "packed"),
         ];
         for &(name, needles, want) in cases {
             let got = match Prefilter::new(needles) {
