@@ -73,3 +73,21 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
+
+/// Writes the audit line for a `CONNECT` refused before any tunnel was opened.
+pub fn log_tunnel_refusal(host: &str, identity: Option<&crate::tls::ClientIdentity>, reason: &str) {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let line = json!({
+        "time": time,
+        "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+        "identity": identity.and_then(|i| i.name()),
+        "method": "CONNECT",
+        "tunnel": host,
+        "refusal": reason,
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}

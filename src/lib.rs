@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod connect;
 pub mod decode;
 pub mod metrics;
 pub mod pki;

@@ -8,7 +8,7 @@
 //! | `slapenir_request_duration_seconds` | histogram | `route`, `upstream` | time from request start to the end of logging |
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
 //! | `slapenir_replacements_total` | counter | `credential`, `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
-//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `other` |
+//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `other` |
 //! | `slapenir_in_flight_requests` | gauge | — | requests being served |
 //! | `slapenir_build_info` | gauge (1) | `version` | the running version |
 
@@ -30,6 +30,8 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "bad_request",
     "connect_unsupported",
     "placeholder_in_header_name",
+    "misdirected_request",
+    "tunnel_handshake_failed",
     "other",
 ];
 

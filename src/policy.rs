@@ -163,6 +163,17 @@ impl Policy {
         })
     }
 
+    /// Whether a `CONNECT host:port` may open a tunnel: some route names `host` and either names
+    /// `port` or names no port and `port` is 443.
+    pub fn has_connect_route(&self, host: &str, port: u16) -> bool {
+        self.routes_by_host.get(host).is_some_and(|list| {
+            list.iter().any(|&i| {
+                let r = &self.config.routes[i];
+                r.port.map_or(port == 443, |p| p == port)
+            })
+        })
+    }
+
     /// Turns a refused request rule into the answer for the agent.
     pub fn request_refusal(&self, upstream: usize, refused: &Refused) -> Refusal {
         let (cred, kind) = self

@@ -12,6 +12,8 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::Loaded;
+use crate::connect::mint::Minter;
+use crate::connect::GatewayApp;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
@@ -28,6 +30,12 @@ pub fn run(loaded: Loaded) -> Result<(), String> {
     }
     let listeners = loaded.config.listeners.clone();
     let admin = loaded.config.admin.clone();
+    let minter = match &loaded.config.interception {
+        Some(i) => Some(Arc::new(
+            Minter::load(&i.ca_cert, &i.ca_key).map_err(|e| format!("interception: {e}"))?,
+        )),
+        None => None,
+    };
     let policy = Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))?;
     for c in &policy.config.credentials {
         if let Err(why) = &c.real {
@@ -46,10 +54,16 @@ pub fn run(loaded: Loaded) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let proxy = Arc::new(pingora::proxy::http_proxy(
         &server.configuration,
-        Gateway::new(policy),
-        "slapenir",
+        Gateway::new(policy.clone()),
+    ));
+    if minter.is_none() {
+        log::info!("no `interception` configured: CONNECT (HTTPS_PROXY) is refused with 501");
+    }
+    let mut proxy = Service::new(
+        "slapenir".to_string(),
+        GatewayApp::new(proxy, policy, minter),
     );
     let mut tls_states = Vec::new();
     for l in &listeners {

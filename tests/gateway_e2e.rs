@@ -517,6 +517,7 @@ fn gigabyte_request_body_in_bounded_memory() {
     assert!(rec.complete);
     assert_eq!(rec.needle_counts, vec![GIB / 65_536, 0]);
     let peak = gw.peak_rss_kib();
+    eprintln!("1 GiB upload: gateway peak RSS {peak} KiB");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     assert_no_secret_in_output(&gw);
 }
@@ -555,6 +556,7 @@ fn gigabyte_response_body_in_bounded_memory() {
     let body = rec.finish(true);
     assert_eq!(body.needle_counts, vec![0, GIB / 65_536]);
     let peak = gw.peak_rss_kib();
+    eprintln!("1 GiB download: gateway peak RSS {peak} KiB");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     assert_no_secret_in_output(&gw);
 }
@@ -595,4 +597,40 @@ fn content_length_is_kept_when_lengths_match() {
     assert!(lower.contains("content-length: 20"), "{seen}");
     assert!(seen.contains(&format!("got {dummy}")), "{seen}");
     assert!(!seen.contains(same_len_real));
+}
+
+/// Regression: removing `Content-Length: 0` from an empty response left an HTTP/1.1 response
+/// with no framing at all, which the client reads until the connection closes — so the next
+/// request on a kept-alive connection found it closed. Empty bodies and HEAD answers keep
+/// their length now.
+#[test]
+fn regression_empty_responses_keep_their_framing_on_kept_alive_connections() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let mut s = TcpStream::connect(gw.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (i, method) in ["GET", "HEAD", "GET"].iter().enumerate() {
+        s.write_all(format!("{method} /status/200 HTTP/1.1\r\nHost: api.test\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                s.read(&mut byte).unwrap(),
+                1,
+                "request {i} ({method}): connection closed"
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        if *method == "GET" {
+            assert!(
+                head.contains("content-length: 0"),
+                "request {i} ({method}): {head}"
+            );
+        }
+    }
+    assert_eq!(up.requests().len(), 3);
+    assert_eq!(up.connections(), 1);
 }

@@ -486,11 +486,12 @@ fn check_interception(r: &mut Report<'_>, v: &Value, base: &Path) -> Option<Inte
     let ca_key = resolve(base, &raw.ca_key);
     let ok = read_certs(r, &p.key("ca_cert"), &ca_cert).is_some()
         & check_key_file(r, &p.key("ca_key"), &ca_key);
-    r.warn(
-        &p,
-        "CONNECT interception is not available in this version: CONNECT requests are refused \
-         with 501; use gateway mode or HTTP_PROXY",
-    );
+    if ok {
+        if let Err(e) = crate::connect::mint::Minter::load(&ca_cert, &ca_key) {
+            r.error(&p, format!("the interception CA cannot sign: {e}"));
+            return None;
+        }
+    }
     ok.then_some(Interception { ca_cert, ca_key })
 }
 

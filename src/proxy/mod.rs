@@ -27,6 +27,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit;
+use crate::connect::TunnelInfo;
 use crate::metrics;
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
@@ -167,7 +168,7 @@ impl ProxyHttp for Gateway {
     /// Scrubs response headers and sets up the body scrubber (decoding compressed bodies).
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -178,7 +179,13 @@ impl ProxyHttp for Gateway {
         }
         // The request body's dummies are all known by now or will be; the request hits are
         // final only at the end, so they are read in `logging`.
-        match response::prepare(&ctx.policy, upstream_response, &mut ctx.response_hits) {
+        let head_request = session.req_header().method == http::Method::HEAD;
+        match response::prepare(
+            &ctx.policy,
+            upstream_response,
+            head_request,
+            &mut ctx.response_hits,
+        ) {
             Ok(scrubber) => {
                 ctx.response = scrubber;
                 Ok(())
@@ -267,7 +274,25 @@ impl ProxyHttp for Gateway {
 /// The `request_filter` steps.
 fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
     let req = session.req_header();
-    let target = request::target(req)?;
+    let mut target = request::target(req)?;
+    if let Some(tunnel) = tunnel_info(session) {
+        // Inside a CONNECT tunnel: every request must be for the tunnel's target, and the
+        // identity is the one from the outer handshake.
+        let port_ok = target.port.is_none_or(|p| p == tunnel.port);
+        if target.host != tunnel.host || !port_ok {
+            return Err(Refusal {
+                status: 421,
+                reason: "misdirected_request",
+                message: format!(
+                    "this tunnel is for `{}:{}`; open a new one for `{}`",
+                    tunnel.host, tunnel.port, target.host
+                ),
+                credential: None,
+            });
+        }
+        target.port = Some(tunnel.port);
+        ctx.identity = tunnel.identity.clone();
+    }
     let path = request::match_path(&target.path_and_query)?;
     let policy = &ctx.policy;
     let (route_idx, route) = policy
@@ -312,6 +337,15 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
     ctx.upstream = Some(route.upstream);
     ctx.target = Some(target);
     Ok(())
+}
+
+/// The tunnel a request arrived through, if it came inside a `CONNECT` tunnel.
+fn tunnel_info(session: &Session) -> Option<&TunnelInfo> {
+    session
+        .digest()
+        .and_then(|d| d.proxy_digest.as_ref())
+        .and_then(|p| p.user_data.as_ref())
+        .and_then(|u| u.downcast_ref::<TunnelInfo>())
 }
 
 /// The identity from the connection's client certificate, if any.

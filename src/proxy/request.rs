@@ -43,11 +43,12 @@ fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refu
 /// A refusal for CONNECT (not supported here), `*` targets, and unparseable hosts.
 pub fn target(req: &RequestHeader) -> Result<Target, Refusal> {
     if req.method == http::Method::CONNECT {
+        // Reaches the proxy only over HTTP/2 or inside a tunnel; the listener's CONNECT
+        // handling is for HTTP/1.1 connections.
         return Err(refuse(
             501,
             "connect_unsupported",
-            "CONNECT (HTTPS_PROXY) is not supported by this gateway version; point the agent's \
-             base URL at the gateway (gateway mode) or use HTTP_PROXY",
+            "CONNECT is handled on HTTP/1.1 connections to the gateway only",
         ));
     }
     let raw = req.raw_path();

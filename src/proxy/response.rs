@@ -45,6 +45,7 @@ fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refu
 pub fn prepare(
     policy: &Policy,
     resp: &mut ResponseHeader,
+    head_request: bool,
     hits: &mut Hits,
 ) -> Result<Option<BodyScrubber>, Refusal> {
     scrub_headers(policy, resp, hits)?;
@@ -68,7 +69,11 @@ pub fn prepare(
     if decoder.is_some() {
         resp.remove_header(&http::header::CONTENT_ENCODING);
     }
-    if decoder.is_some() || !policy.response_length_preserving {
+    // A length the rewrite could change goes (the body is then sent chunked). An empty body,
+    // or the length announced in answer to HEAD, cannot change: removing it would leave an
+    // HTTP/1.1 response without framing, which the client reads until the connection closes.
+    let may_change = decoder.is_some() || !policy.response_length_preserving;
+    if may_change && !head_request && !empty_by_length(resp) {
         resp.remove_header(&http::header::CONTENT_LENGTH);
         for h in BODY_DIGESTS {
             resp.remove_header(*h);
@@ -79,6 +84,14 @@ pub fn prepare(
         stream: policy.response.stream(),
         decoded: Vec::new(),
     }))
+}
+
+fn empty_by_length(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        == Some(0)
 }
 
 /// Replaces real secrets in header values with their dummies; a header whose *name* holds a

@@ -1,0 +1,9 @@
+{
+  "subject": {{ toJson .Subject }},
+  "keyUsage": ["certSign", "crlSign"],
+  "extKeyUsage": ["serverAuth"],
+  "basicConstraints": {
+    "isCA": true,
+    "maxPathLen": 0
+  }
+}

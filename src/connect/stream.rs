@@ -1,0 +1,154 @@
+//! A stream that first replays bytes already read from the connection (the sniffed start of a
+//! request, or what a client sent right after `CONNECT`), then reads on; it may also carry the
+//! tunnel's [`TunnelInfo`] as Pingora's proxy digest, which the TLS layer inside the tunnel
+//! passes through to the HTTP session.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::{Buf, Bytes};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::TunnelInfo;
+
+/// See the module documentation.
+pub struct PrefixStream {
+    inner: Stream,
+    prefix: Bytes,
+    proxy_digest: Option<Arc<ProxyDigest>>,
+}
+
+impl std::fmt::Debug for PrefixStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefixStream")
+            .field("prefix_len", &self.prefix.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrefixStream {
+    /// `inner` with `prefix` replayed first.
+    pub fn new(inner: Stream, prefix: Bytes) -> Self {
+        Self {
+            inner,
+            prefix,
+            proxy_digest: None,
+        }
+    }
+
+    /// As [`Self::new`], carrying `tunnel` as the proxy digest.
+    ///
+    /// # Errors
+    /// Gives `inner` back if the digest cannot be built.
+    pub fn with_tunnel(inner: Stream, prefix: Bytes, tunnel: TunnelInfo) -> Result<Self, Stream> {
+        let Ok(resp) = pingora::http::ResponseHeader::build(200, Some(0)) else {
+            return Err(inner);
+        };
+        Ok(Self {
+            inner,
+            prefix,
+            proxy_digest: Some(Arc::new(ProxyDigest::new(
+                Box::new(resp),
+                Some(Box::new(tunnel)),
+            ))),
+        })
+    }
+}
+
+impl AsyncRead for PrefixStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PrefixStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for PrefixStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for PrefixStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for PrefixStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for PrefixStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for PrefixStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.proxy_digest
+            .clone()
+            .or_else(|| self.inner.get_proxy_digest())
+    }
+}
+
+impl GetSocketDigest for PrefixStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for PrefixStream {}
