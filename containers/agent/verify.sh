@@ -1,7 +1,7 @@
 #!/bin/sh
 # The sandbox's tooling checks (Phase 3 of the plan), for the image build or by hand:
 #
-#   docker compose exec agent /usr/local/bin/verify.sh
+#   docker run --rm --entrypoint /usr/local/bin/verify.sh slapenir/agent:local
 #
 #   1. gcc compiles a C program and the program runs (build-base works);
 #   2. `pip install torch` works and `import torch` runs a tensor operation: the manylinux
@@ -9,9 +9,9 @@
 #
 # Step 2 installs torch from PyPI (several hundred MB; VERIFY_TORCH_INDEX picks another index,
 # e.g. https://download.pytorch.org/whl/cpu for the CPU-only wheel) into a throwaway directory;
-# set VERIFY_SKIP_TORCH=1 to run only step 1. Inside the running sandbox the download goes
-# through the gateway (HTTPS_PROXY), so PyPI needs a route there. Exits non-zero at the first
-# failed check, naming it.
+# set VERIFY_SKIP_TORCH=1 to run only step 1 (the image build does). Inside the compose stack
+# PyPI is reachable only through the gateway (HTTPS_PROXY), so run the full check where the
+# container has a network of its own, as above. Exits non-zero at the first failed check.
 set -eu
 
 python=${VERIFY_PYTHON:-python3}

@@ -11,6 +11,8 @@
 #   default), at most LEAF_MAX_LIFETIME (default 168h), at least 5m.
 # Every start:
 #   - the CA is started and awaited (`step ca health`);
+#   - $STEPPATH/slapenir-ready is removed, and written again once all of the below is done
+#     (compose's health check waits for it, so the gateway starts with its certificate);
 #   - gateway certificate (`proxy`, SANs proxy, gateway, localhost) into $GATEWAY_CERTS_DIR,
 #     issued by the CA if missing or within a third of its life of expiry, then kept fresh by
 #     `step ca renew --daemon` in the background; the gateway re-reads the files on change;
@@ -39,6 +41,7 @@ AGENT_NAMES=${AGENT_NAMES:-agent-1}
 GATEWAY_UID=${GATEWAY_UID:-10001}
 TEMPLATES=$(dirname "$0")
 
+ready_marker=$STEPPATH/slapenir-ready
 ca_password=$SECRETS_DIR/ca_password
 provisioner_password=$SECRETS_DIR/provisioner_password
 ca_url=https://localhost:9000
@@ -50,6 +53,9 @@ die() { log "error: $*"; exit 1; }
 for f in "$ca_password" "$provisioner_password"; do
     [ -s "$f" ] || die "secret $f is missing or empty (docs/deploy.md, step 3)"
 done
+
+# The health check (compose.yaml) passes only once everything below has been issued.
+rm -f "$ready_marker"
 
 if [ ! -f "$STEPPATH/config/ca.json" ]; then
     log "first start: creating the root and intermediate CA '$CA_NAME' for $CA_DNS_NAMES"
@@ -133,6 +139,8 @@ for name in $AGENT_NAMES; do
     mv "$ENROLL_DIR/$name.token.tmp" "$ENROLL_DIR/$name.token"
 done
 IFS=$old_ifs
+touch "$ready_marker"
+log "ready: gateway certificate, interception CA and enrollment tokens issued"
 
 # Keep the gateway certificate fresh: renewed at two thirds of its life, files rewritten in
 # place, which the gateway notices within two seconds.

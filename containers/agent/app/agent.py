@@ -34,6 +34,9 @@ Environment (all optional):
     AGENT_BACKOFF_BASE  first backoff ceiling, seconds          0.5
     AGENT_BACKOFF_MAX   backoff ceiling cap, seconds            30
     AGENT_LOG_FILE      also append the JSON lines to this file none
+    AGENT_NOTIFY_FD     descriptor to write a newline to once   none (set by the agent-svc
+                        the configuration is loaded (s6         run script)
+                        readiness notification)
 
 The certificate files are read again for every attempt, so a certificate renewed on disk (by
 cert-renew) is used from the next attempt on.
@@ -243,6 +246,19 @@ def run(config, log):
     return code
 
 
+def notify_ready(env):
+    """Tells the supervisor the agent is up (s6 readiness notification), if it asked to know."""
+    fd = env.get("AGENT_NOTIFY_FD")
+    if not fd:
+        return
+    try:
+        os.write(int(fd), b"\n")
+        os.close(int(fd))
+    except (ValueError, OSError):
+        # Not started by s6 with a notification pipe: nobody is waiting for the newline.
+        pass
+
+
 def main():
     try:
         config = Config(os.environ)
@@ -250,6 +266,7 @@ def main():
     except ConfigError as e:
         print(json.dumps({"event": "config_error", "error": str(e)}), file=sys.stderr, flush=True)
         return EXIT_CONFIG
+    notify_ready(os.environ)
     return run(config, log)
 
 
