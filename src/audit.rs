@@ -49,12 +49,8 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         .and_then(|r| r.credential)
         .and_then(|c| config.credentials.get(c))
         .map(|c| c.name.clone());
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    let line = json!({
-        "time": time,
+    emit(json!({
+        "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
         "identity": ctx.identity().and_then(|i| i.name()),
         "method": session.req_header().method.as_str(),
@@ -69,25 +65,30 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         "bytes_out": session.body_bytes_sent(),
         "duration_seconds": ctx.started().elapsed().as_secs_f64(),
         "error": e.map(|e| e.etype().as_str()),
-    });
+    }));
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Writes one line; a failed write (closed stdout) is not the request's problem.
+fn emit(line: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
 
 /// Writes the audit line for a `CONNECT` refused before any tunnel was opened.
 pub fn log_tunnel_refusal(host: &str, identity: Option<&crate::tls::ClientIdentity>, reason: &str) {
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    let line = json!({
-        "time": time,
+    emit(json!({
+        "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
         "identity": identity.and_then(|i| i.name()),
         "method": "CONNECT",
         "tunnel": host,
         "refusal": reason,
-    });
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    }));
 }

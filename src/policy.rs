@@ -42,6 +42,18 @@ pub struct Refusal {
     pub credential: Option<usize>,
 }
 
+impl Refusal {
+    /// A refusal that involves no credential.
+    pub fn new(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+            credential: None,
+        }
+    }
+}
+
 /// Request-direction rules of one upstream.
 pub struct UpstreamRules {
     pub rewriter: Arc<Rewriter>,

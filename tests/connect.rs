@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::gateway::GatewayProcess;
 use common::upstream::{percent_encode, Upstream, UpstreamKind};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 const DUMMY: &str = "sk-dummy-openai";
 const REAL: &str = "sk-real-OPENAI-7f3a9c1e5b2d4f6a8c0e";
@@ -273,30 +273,7 @@ mod tunnel {
         root: &Path,
         cert_key: Option<(&Path, &Path)>,
     ) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut std::fs::read(root).unwrap().as_slice()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let b = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let cfg = match cert_key {
-            Some((c, k)) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    rustls_pemfile::certs(&mut std::fs::read(c).unwrap().as_slice())
-                        .map(|c| c.unwrap())
-                        .collect();
-                let key: PrivateKeyDer<'static> =
-                    rustls_pemfile::private_key(&mut std::fs::read(k).unwrap().as_slice())
-                        .unwrap()
-                        .unwrap();
-                b.with_client_auth_cert(chain, key).unwrap()
-            }
-            None => b.with_no_client_auth(),
-        };
-        Arc::new(cfg)
+        common::client::rustls_client(root, cert_key)
     }
 
     pub type Outer = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;

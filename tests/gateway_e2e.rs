@@ -303,6 +303,7 @@ fn refusals() {
         ("no route", "evil.test", vec![], "/echo".into(), 403, "no route for host `evil.test`"),
         ("missing secret", "api.test", vec!["-H".into(), format!("Authorization: Bearer {MISSING_DUMMY}")], "/echo".into(), 503, "credential `missing` is unavailable on this gateway: environment variable TEST_SURELY_UNSET_KEY is not set"),
         ("dot segments", "api.test", vec!["--path-as-is".into()], "/a/../echo".into(), 400, "dot segments"),
+        ("compressed with an unknown coding", "api.test", vec![], "/echo-header?name=content-encoding&value=compress".into(), 502, "the upstream sent a body the gateway cannot scan"),
         ("upgrade on a route without websocket", "api.test", vec!["-H".into(), "Connection: Upgrade".into(), "-H".into(), "Upgrade: websocket".into(), "-H".into(), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".into(), "-H".into(), "Sec-WebSocket-Version: 13".into()], "/echo".into(), 403, "upgrades (WebSocket) are not allowed"),
     ];
     for (name, host, args, path, status, message) in &cases {
@@ -312,10 +313,12 @@ fn refusals() {
         assert!(text.contains(message), "{name}: `{message}` not in {text}");
         assert!(!text.contains(REAL) && !text.contains(GH_REAL), "{name}");
     }
-    assert!(
-        up.requests().is_empty(),
-        "a refused request reached the upstream: {:?}",
-        up.requests()
+    // Only the request whose *answer* was refused (the compressed one) reached the upstream.
+    let reached: Vec<String> = up.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        reached,
+        vec!["/echo-header?name=content-encoding&value=compress".to_string()],
+        "a refused request reached the upstream"
     );
     let audit = gw.stdout();
     assert!(
@@ -334,6 +337,10 @@ fn refusals() {
         "{metrics}"
     );
     assert!(metrics.contains("slapenir_refusals_total{reason=\"no_route\"} 1"));
+    assert!(
+        metrics.contains("slapenir_refusals_total{reason=\"compressed_body_refused\"} 1"),
+        "{metrics}"
+    );
     assert!(!metrics.contains(REAL) && !metrics.contains(DUMMY));
     assert_no_secret_in_output(&gw);
 }

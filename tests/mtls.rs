@@ -383,32 +383,10 @@ except (ssl.SSLError, ConnectionError, OSError) as e:
 /// server certificate it saw.
 mod client {
     use super::*;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::pki_types::ServerName;
 
     pub fn config(root: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut std::fs::read(root).unwrap().as_slice()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let chain: Vec<CertificateDer<'static>> =
-            rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
-                .map(|c| c.unwrap())
-                .collect();
-        let key: PrivateKeyDer<'static> =
-            rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
-                .unwrap()
-                .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
-        // Full handshakes only: a resumed session reports the certificate of the session it
-        // resumed, not the one the server holds now.
-        cfg.resumption = rustls::client::Resumption::disabled();
-        Arc::new(cfg)
+        common::client::rustls_client(root, Some((cert, key)))
     }
 
     /// One request on a fresh connection; returns (status line, server leaf DER).

@@ -261,10 +261,10 @@ impl ProxyHttp for Gateway {
         // A response that ended without an end-of-stream chunk (upstream error) drops whatever
         // is held back: the body is truncated anyway.
         if let Some(s) = ctx.response.as_ref() {
-            merge(&mut ctx.response_hits, s.hits());
+            ctx.response_hits.merge(s.hits());
         }
         if let Some(s) = ctx.request_body.as_ref() {
-            merge(&mut ctx.request_hits, s.hits());
+            ctx.request_hits.merge(s.hits());
         }
         audit::log_request(session, e, ctx);
         record_metrics(session, ctx);
@@ -403,14 +403,6 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
             .and_then(|c| config.credentials.get(*c))
         {
             metrics::replacements(&c.name, "response", n);
-        }
-    }
-}
-
-fn merge(into: &mut Hits, from: &Hits) {
-    for (rule, n) in from.iter() {
-        for _ in 0..n {
-            into.add(rule);
         }
     }
 }

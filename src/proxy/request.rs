@@ -28,12 +28,7 @@ const DROP_UPSTREAM: &[&str] = &[
 ];
 
 fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        reason,
-        message: message.into(),
-        credential: None,
-    }
+    Refusal::new(status, reason, message)
 }
 
 /// Finds the target of a request: absolute-form (`HTTP_PROXY`), the HTTP/2 `:authority`, or

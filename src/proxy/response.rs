@@ -26,12 +26,7 @@ pub struct BodyScrubber {
 }
 
 fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        reason,
-        message: message.into(),
-        credential: None,
-    }
+    Refusal::new(status, reason, message)
 }
 
 /// Scrubs the response headers and decides how the body is handled.
@@ -107,11 +102,7 @@ fn scrub_headers(
         let mut name_hits = Hits::new();
         if let Ok(Cow::Owned(_)) = rw.rewrite(name.as_str().as_bytes(), &mut name_hits) {
             resp.remove_header(&name);
-            for (rule, n) in name_hits.iter() {
-                for _ in 0..n {
-                    hits.add(rule);
-                }
-            }
+            hits.merge(&name_hits);
             continue;
         }
         let values: Vec<HeaderValue> = resp.headers.get_all(&name).iter().cloned().collect();

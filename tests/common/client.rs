@@ -1,0 +1,39 @@
+//! A rustls client configuration for tests that speak TLS to the gateway by hand: trusts one
+//! root file, optionally presents a client certificate (leaf + chain file and key), and never
+//! resumes sessions — every connection is a full handshake that shows the server's current
+//! certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// See the module documentation.
+pub fn rustls_client(root: &Path, cert_key: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::fs::read(root).unwrap().as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut cfg = match cert_key {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
+                    .map(|c| c.unwrap())
+                    .collect();
+            let key: PrivateKeyDer<'static> =
+                rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
+                    .unwrap()
+                    .unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}
