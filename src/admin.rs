@@ -1,4 +1,6 @@
-//! The admin listener: `GET /healthz` (liveness) and `GET /metrics` (Prometheus text format). Keep it on loopback or an operators-only
+//! The admin listener: `GET /healthz` (liveness), `GET /metrics` (Prometheus text format) and
+//! `GET /reload/plan` (what reloading the config file on disk would change, without applying
+//! it; `slapenir check --admin` prints it). Keep it on loopback or an operators-only network. Keep it on loopback or an operators-only
 //! network: it is never on the agents' network.
 
 use async_trait::async_trait;
@@ -7,7 +9,10 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 /// The admin HTTP application.
-pub struct Admin;
+pub struct Admin {
+    /// The running configuration file, when there is one (not for the embedded default).
+    pub reload: Option<std::sync::Arc<crate::reload::ConfigReload>>,
+}
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
     let body = body.as_bytes().to_vec();
@@ -29,6 +34,22 @@ impl ServeHttp for Admin {
         }
         match req.uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/reload/plan" => match &self.reload {
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "this gateway runs the embedded default: there is no file to reload\n",
+                ),
+                Some(r) => {
+                    let r = r.clone();
+                    match tokio::task::spawn_blocking(move || r.plan()).await {
+                        Ok(Ok(plan)) => text(StatusCode::OK, &format!("{plan}\n")),
+                        Ok(Err(errors)) => {
+                            text(StatusCode::UNPROCESSABLE_ENTITY, &format!("{errors}\n"))
+                        }
+                        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "plan failed\n"),
+                    }
+                }
+            },
             "/metrics" => {
                 let mut resp = text(StatusCode::OK, &crate::metrics::render());
                 resp.headers_mut().insert(

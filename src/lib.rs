@@ -17,6 +17,7 @@ pub mod connect;
 pub mod decode;
 pub mod metrics;
 pub mod pki;
+pub mod plan;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

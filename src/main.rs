@@ -4,6 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Every heap block is zeroed when it is freed, so a rotated or dropped secret does not linger
+/// in freed memory — including the copies that libraries make and that no `Zeroize` reaches
+/// (header values, TLS buffers, the matcher's tables). Memory allocated by C code (zstd, the
+/// TLS provider's C parts) is not covered.
+#[global_allocator]
+static ALLOC: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
 use slapenir::config::{Config, ConfigErrors, Loaded};
 
 #[derive(Parser)]
@@ -25,7 +33,12 @@ enum Command {
     /// Serve (the default).
     Run,
     /// Validate a config file: exit 0, or print every error with file:line:column.
-    Check,
+    Check {
+        /// Also ask the gateway running with this admin address what reloading its config file
+        /// would change (routes, upstreams, credentials — by name), without applying it.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Development PKI (for when step-ca is not running).
     Pki {
         #[command(subcommand)]
@@ -56,6 +69,39 @@ enum PkiCommand {
     },
 }
 
+/// Asks a running gateway's admin endpoint for its reload plan.
+fn reload_plan(admin: std::net::SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("cannot reach {admin}: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET /reload/plan HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    // A chunked body holds one chunk here; take the text between the size line and the end.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.split_once("\r\n")
+            .map_or(body, |(_, rest)| rest)
+            .trim_end_matches("\r\n0\r\n\r\n")
+    } else {
+        body
+    };
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(body.trim().to_string())
+    } else {
+        Err(body.trim().to_string())
+    }
+}
+
 /// Where the embedded default expects its development PKI.
 const DEV_PKI_DIR: &str = "certs";
 
@@ -72,7 +118,7 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match load(cli.config.as_ref()) {
+        Command::Check { admin } => match load(cli.config.as_ref()) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("warning: {w}");
@@ -86,7 +132,17 @@ fn main() -> ExitCode {
                     c.credentials.iter().filter(|c| c.real.is_ok()).count(),
                     c.routes.len()
                 );
-                ExitCode::SUCCESS
+                match admin.map(reload_plan) {
+                    None => ExitCode::SUCCESS,
+                    Some(Ok(plan)) => {
+                        println!("a reload of the running gateway would apply: {plan}");
+                        ExitCode::SUCCESS
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("error: the running gateway: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(errors) => {
                 eprintln!("{errors}");
@@ -149,7 +205,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match slapenir::server::run(loaded) {
+            match slapenir::server::run(loaded, cli.config.clone()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(msg) => {
                     eprintln!("error: {msg}");

@@ -10,6 +10,7 @@
 //! | `slapenir_replacements_total` | counter | `credential`, `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
 //! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `other` |
 //! | `slapenir_in_flight_requests` | gauge | — | requests being served |
+//! | `slapenir_config_reloads_total` | counter | `result` (`success`, `failure`) | configuration reloads (`SIGHUP` or a watched file changed); a failure keeps the old configuration |
 //! | `slapenir_build_info` | gauge (1) | `version` | the running version |
 
 use once_cell::sync::Lazy;
@@ -87,6 +88,14 @@ mod defs {
         register_int_gauge!("slapenir_in_flight_requests", "Requests being served.")
             .expect("register slapenir_in_flight_requests")
     });
+    pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_config_reloads_total",
+            "Configuration reloads by result (success, failure); a failure keeps the old configuration.",
+            &["result"]
+        )
+        .expect("register slapenir_config_reloads_total")
+    });
     pub static BUILD: Lazy<GaugeVec> = Lazy::new(|| {
         register_gauge_vec!(
             "slapenir_build_info",
@@ -112,6 +121,16 @@ pub fn init() {
         defs::REFUSALS.with_label_values(&[r]);
     }
     Lazy::force(&defs::IN_FLIGHT);
+    for r in ["success", "failure"] {
+        defs::RELOADS.with_label_values(&[r]);
+    }
+}
+
+/// Counts a configuration reload.
+pub fn config_reload(ok: bool) {
+    defs::RELOADS
+        .with_label_values(&[if ok { "success" } else { "failure" }])
+        .inc();
 }
 
 /// The class of a status code: `2xx`; `none` when no answer was sent.

@@ -2,6 +2,7 @@
 //! listener per configured address, the admin service — and runs it until SIGTERM (graceful)
 //! or SIGINT (fast).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use crate::connect::mint::Minter;
 use crate::connect::GatewayApp;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
-use crate::reload::Reloader;
+use crate::reload::{ConfigReload, Reloader};
 use crate::tls::ListenerTlsState;
 use pingora::services::background::background_service;
 
@@ -24,7 +25,7 @@ use pingora::services::background::background_service;
 ///
 /// # Errors
 /// A message when the configuration cannot be compiled or a listener is not supported.
-pub fn run(loaded: Loaded) -> Result<(), String> {
+pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
@@ -44,6 +45,8 @@ pub fn run(loaded: Loaded) -> Result<(), String> {
     }
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     crate::metrics::init();
+    // The embedded default has no file to re-read.
+    let config_reload = config_path.map(|p| Arc::new(ConfigReload::new(p, policy.clone())));
 
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -94,10 +97,21 @@ pub fn run(loaded: Loaded) -> Result<(), String> {
         }
     }
     server.add_service(proxy);
-    server.add_service(background_service("reloader", Reloader { tls: tls_states }));
+    server.add_service(background_service(
+        "reloader",
+        Reloader {
+            tls: tls_states,
+            config: config_reload.clone(),
+        },
+    ));
 
     if let Some(admin) = admin {
-        let mut svc = Service::new("admin".to_string(), HttpServer::new_app(Admin));
+        let mut svc = Service::new(
+            "admin".to_string(),
+            HttpServer::new_app(Admin {
+                reload: config_reload,
+            }),
+        );
         svc.add_tcp(&admin.address.to_string());
         log::info!("admin on http://{}", admin.address);
         server.add_service(svc);
