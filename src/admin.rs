@@ -1,6 +1,8 @@
-//! The admin listener: `GET /healthz` (liveness), `GET /metrics` (Prometheus text format) and
+//! The admin listener: `GET /healthz` (liveness), `GET /metrics` (Prometheus text format),
+//! `GET /status` (JSON) and `GET /` (HTML status page; see [`crate::status`]), and
 //! `GET /reload/plan` (what reloading the config file on disk would change, without applying
-//! it; `slapenir check --admin` prints it). Keep it on loopback or an operators-only network. Keep it on loopback or an operators-only
+//! it; `slapenir check --admin` prints it). Keep it on loopback or an operators-only network;
+//! only `/` and `/status` are meant to be published (through the tunnel). Keep it on loopback or an operators-only
 //! network: it is never on the agents' network.
 
 use async_trait::async_trait;
@@ -12,6 +14,10 @@ use pingora::protocols::http::ServerSession;
 pub struct Admin {
     /// The running configuration file, when there is one (not for the embedded default).
     pub reload: Option<std::sync::Arc<crate::reload::ConfigReload>>,
+    /// The running policy.
+    pub policy: std::sync::Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
+    /// The TLS listeners (for certificate expiry).
+    pub tls: Vec<std::sync::Arc<crate::tls::ListenerTlsState>>,
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
@@ -34,6 +40,28 @@ impl ServeHttp for Admin {
         }
         match req.uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/status" => {
+                let snap = crate::status::snapshot(&self.policy.load(), &self.tls);
+                let mut resp = text(StatusCode::OK, &format!("{snap:#}\n"));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+            "/" => {
+                let snap = crate::status::snapshot(&self.policy.load(), &self.tls);
+                let mut resp = text(StatusCode::OK, &crate::status::html(&snap));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                resp.headers_mut().insert(
+                    "content-security-policy",
+                    http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+                );
+                resp
+            }
             "/reload/plan" => match &self.reload {
                 None => text(
                     StatusCode::NOT_FOUND,

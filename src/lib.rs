@@ -24,4 +24,5 @@ pub mod reload;
 pub mod rewrite;
 pub mod secret;
 pub mod server;
+pub mod status;
 pub mod tls;

@@ -9,6 +9,9 @@
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
 //! | `slapenir_replacements_total` | counter | `credential`, `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
 //! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `other` |
+//! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
+//! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
+//! | `slapenir_certificate_expiry_timestamp_seconds` | gauge | `listener` | notAfter of the listener's server certificate (unix time), updated on reload |
 //! | `slapenir_in_flight_requests` | gauge | — | requests being served |
 //! | `slapenir_config_reloads_total` | counter | `result` (`success`, `failure`) | configuration reloads (`SIGHUP` or a watched file changed); a failure keeps the old configuration |
 //! | `slapenir_build_info` | gauge (1) | `version` | the running version |
@@ -59,6 +62,34 @@ mod defs {
             ]
         )
         .expect("register slapenir_request_duration_seconds")
+    });
+    pub static UPSTREAM_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
+        register_histogram_vec!(
+            "slapenir_upstream_duration_seconds",
+            "Time from choosing the upstream to its response header, by upstream.",
+            &["upstream"],
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0
+            ]
+        )
+        .expect("register slapenir_upstream_duration_seconds")
+    });
+    pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_upstream_errors_total",
+            "Failed upstream connections or exchanges, by upstream and kind (connect, tls, timeout, other).",
+            &["upstream", "kind"]
+        )
+        .expect("register slapenir_upstream_errors_total")
+    });
+    pub static CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
+        register_gauge_vec!(
+            "slapenir_certificate_expiry_timestamp_seconds",
+            "notAfter of each listener's server certificate, unix time.",
+            &["listener"]
+        )
+        .expect("register slapenir_certificate_expiry_timestamp_seconds")
     });
     pub static BODY_BYTES: Lazy<IntCounterVec> = Lazy::new(|| {
         register_int_counter_vec!(
@@ -121,9 +152,41 @@ pub fn init() {
         defs::REFUSALS.with_label_values(&[r]);
     }
     Lazy::force(&defs::IN_FLIGHT);
+    Lazy::force(&defs::UPSTREAM_DURATION);
+    Lazy::force(&defs::UPSTREAM_ERRORS);
+    Lazy::force(&defs::CERT_EXPIRY);
     for r in ["success", "failure"] {
         defs::RELOADS.with_label_values(&[r]);
     }
+}
+
+/// Observes the time until an upstream's response header.
+pub fn upstream_duration(upstream: &str, seconds: f64) {
+    defs::UPSTREAM_DURATION
+        .with_label_values(&[upstream])
+        .observe(seconds);
+}
+
+/// Counts an upstream failure (`kind`: connect, tls, timeout, other).
+pub fn upstream_error(upstream: &str, kind: &'static str) {
+    defs::UPSTREAM_ERRORS
+        .with_label_values(&[upstream, kind])
+        .inc();
+}
+
+/// Sets a listener certificate's expiry (unix seconds).
+pub fn certificate_expiry(listener: &str, not_after: i64) {
+    defs::CERT_EXPIRY
+        .with_label_values(&[listener])
+        .set(not_after as f64);
+}
+
+/// (successful, failed) configuration reloads so far.
+pub fn reload_counts() -> (u64, u64) {
+    (
+        defs::RELOADS.with_label_values(&["success"]).get(),
+        defs::RELOADS.with_label_values(&["failure"]).get(),
+    )
 }
 
 /// Counts a configuration reload.

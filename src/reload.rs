@@ -175,7 +175,10 @@ impl Reloader {
                 continue;
             }
             match t.reload() {
-                Ok(()) => log::info!("listener `{}`: certificates reloaded", t.name),
+                Ok(()) => {
+                    t.record_expiry();
+                    log::info!("listener `{}`: certificates reloaded", t.name)
+                }
                 Err(e) => log::error!(
                     "listener `{}`: certificates NOT reloaded, the old ones keep serving: {e}",
                     t.name

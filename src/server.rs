@@ -44,7 +44,9 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
         }
     }
     let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let admin_policy = policy.clone();
     crate::metrics::init();
+    crate::status::init();
     // The embedded default has no file to re-read.
     let config_reload = config_path.map(|p| Arc::new(ConfigReload::new(p, policy.clone())));
 
@@ -92,6 +94,7 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
                         "not required"
                     }
                 );
+                state.record_expiry();
                 tls_states.push(state);
             }
         }
@@ -100,7 +103,7 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     server.add_service(background_service(
         "reloader",
         Reloader {
-            tls: tls_states,
+            tls: tls_states.clone(),
             config: config_reload.clone(),
         },
     ));
@@ -110,6 +113,8 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
             "admin".to_string(),
             HttpServer::new_app(Admin {
                 reload: config_reload,
+                policy: admin_policy,
+                tls: tls_states,
             }),
         );
         svc.add_tcp(&admin.address.to_string());

@@ -320,6 +320,18 @@ impl ListenerTlsState {
         Ok(())
     }
 
+    /// Publishes the current certificate's expiry as a metric.
+    pub fn record_expiry(&self) {
+        let not_after = self.leaf_der().and_then(|der| {
+            x509_parser::parse_x509_certificate(&der)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp())
+        });
+        if let Some(t) = not_after {
+            crate::metrics::certificate_expiry(&self.name, t);
+        }
+    }
+
     /// The current server certificate's leaf (DER), for expiry metrics.
     pub fn leaf_der(&self) -> Option<Vec<u8>> {
         self.cert.0.load().cert.first().map(|c| c.as_ref().to_vec())

@@ -60,6 +60,8 @@ pub struct Ctx {
     response_hits: Hits,
     refusal: Option<Refusal>,
     identity: Option<ClientIdentity>,
+    /// When the upstream was chosen (for the upstream duration).
+    upstream_started: Option<Instant>,
 }
 
 #[async_trait]
@@ -79,6 +81,7 @@ impl ProxyHttp for Gateway {
             response_hits: Hits::new(),
             refusal: None,
             identity: None,
+            upstream_started: None,
         }
     }
 
@@ -109,7 +112,58 @@ impl ProxyHttp for Gateway {
             .upstreams
             .get(u)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown upstream"))?;
-        peer::build(up, ctx.policy.upstream_tls.get(u)).await
+        ctx.upstream_started = Some(Instant::now());
+        let peer = peer::build(up, ctx.policy.upstream_tls.get(u)).await;
+        if peer.is_err() {
+            upstream_failed(ctx, "connect");
+        }
+        peer
+    }
+
+    /// Counts a failed connection by kind, then keeps Pingora's decision on retrying.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => "timeout",
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
+                "tls"
+            }
+            _ => "connect",
+        };
+        upstream_failed(ctx, kind);
+        e
+    }
+
+    /// Counts an upstream failure after connecting; retries follow Pingora's default policy
+    /// (never for a non-idempotent request or a body too large to replay).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream {
+            let kind = match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                _ => "other",
+            };
+            upstream_failed(ctx, kind);
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
     }
 
     /// Rewrites the upstream copy of the request header; resets the body rewriter (this hook
@@ -177,6 +231,14 @@ impl ProxyHttp for Gateway {
         {
             return Ok(());
         }
+        if let (Some(started), Some(up)) = (
+            ctx.upstream_started.take(),
+            ctx.upstream
+                .and_then(|u| ctx.policy.config.upstreams.get(u)),
+        ) {
+            metrics::upstream_duration(&up.name, started.elapsed().as_secs_f64());
+            crate::status::upstream_outcome(&up.name, true);
+        }
         // The request body's dummies are all known by now or will be; the request hits are
         // final only at the end, so they are read in `logging`.
         let head_request = session.req_header().method == http::Method::HEAD;
@@ -217,8 +279,8 @@ impl ProxyHttp for Gateway {
     /// Answers a failed request. Refusals get their own status and message; other failures a
     /// generic message — never the error's text, which may describe upstream internals.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let (code, message) = match &ctx.refusal {
-            Some(r) => (r.status, r.message.clone()),
+        let (code, reason, message) = match &ctx.refusal {
+            Some(r) => (r.status, r.reason, r.message.clone()),
             None => {
                 let code = match e.etype() {
                     ErrorType::HTTPStatus(c) => *c,
@@ -238,13 +300,13 @@ impl ProxyHttp for Gateway {
                     504 => "the upstream timed out",
                     _ => "the gateway could not complete the request",
                 };
-                (code, msg.to_string())
+                (code, "", msg.to_string())
             }
         };
         if code > 0 && session.response_written().is_none() {
             let refusal = Refusal {
                 status: code,
-                reason: "",
+                reason,
                 message,
                 credential: None,
             };
@@ -306,6 +368,9 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
             ),
             credential: None,
         })?;
+    // Known from here on, so refusals below are counted and logged under their route.
+    ctx.route = Some(route_idx);
+    ctx.upstream = Some(route.upstream);
     if let Some(allowed) = &route.clients {
         // Identities come from client certificates; a plain listener has none.
         let ok = ctx
@@ -333,10 +398,19 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         });
     }
     ctx.request_hits = request::check(policy, route.upstream, req, &target.path_and_query)?;
-    ctx.route = Some(route_idx);
-    ctx.upstream = Some(route.upstream);
     ctx.target = Some(target);
     Ok(())
+}
+
+/// Records an upstream failure for the metrics and the status page.
+fn upstream_failed(ctx: &Ctx, kind: &'static str) {
+    if let Some(up) = ctx
+        .upstream
+        .and_then(|u| ctx.policy.config.upstreams.get(u))
+    {
+        metrics::upstream_error(&up.name, kind);
+        crate::status::upstream_outcome(&up.name, false);
+    }
 }
 
 /// The tunnel a request arrived through, if it came inside a `CONNECT` tunnel.
@@ -392,6 +466,7 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
                 .and_then(|(c, _)| config.credentials.get(*c))
             {
                 metrics::replacements(&c.name, "request", n);
+                crate::status::credential_used(&c.name);
             }
         }
     }
@@ -403,6 +478,7 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
             .and_then(|c| config.credentials.get(*c))
         {
             metrics::replacements(&c.name, "response", n);
+            crate::status::credential_used(&c.name);
         }
     }
 }

@@ -1,0 +1,249 @@
+//! What the status endpoints show: a snapshot of routes, upstream health, credential
+//! availability and last use, certificate expiry and reload counts — built from the running
+//! policy and small process-wide counters. `GET /status` serves it as JSON and `GET /` as a
+//! self-contained HTML page (no scripts, no external assets).
+//!
+//! This is what a tunnel may expose to the internet, so it holds names and numbers only: never
+//! a secret, a dummy value, a header, a path or a client address.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use once_cell::sync::Lazy;
+use serde_json::{json, Value};
+
+use crate::policy::Policy;
+use crate::secret::SecretSource;
+use crate::tls::ListenerTlsState;
+
+static STARTED: Lazy<Instant> = Lazy::new(Instant::now);
+
+#[derive(Default, Clone)]
+struct UpstreamStats {
+    requests: u64,
+    errors: u64,
+    /// Whether the last attempt got an answer.
+    last_ok: Option<bool>,
+}
+
+static UPSTREAMS: Lazy<Mutex<HashMap<String, UpstreamStats>>> = Lazy::new(Default::default);
+static LAST_USED: Lazy<Mutex<HashMap<String, u64>>> = Lazy::new(Default::default);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Starts the uptime clock.
+pub fn init() {
+    Lazy::force(&STARTED);
+}
+
+/// An upstream answered (`ok`) or failed to.
+pub fn upstream_outcome(upstream: &str, ok: bool) {
+    if let Ok(mut m) = UPSTREAMS.lock() {
+        let s = m.entry(upstream.to_owned()).or_default();
+        s.requests += 1;
+        if !ok {
+            s.errors += 1;
+        }
+        s.last_ok = Some(ok);
+    }
+}
+
+/// A credential was swapped (either direction).
+pub fn credential_used(name: &str) {
+    if let Ok(mut m) = LAST_USED.lock() {
+        m.insert(name.to_owned(), unix_now());
+    }
+}
+
+/// The snapshot as JSON.
+pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Value {
+    let c = &policy.config;
+    let upstream_stats = UPSTREAMS.lock().map(|m| m.clone()).unwrap_or_default();
+    let last_used = LAST_USED.lock().map(|m| m.clone()).unwrap_or_default();
+    let routes: Vec<Value> = c
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "host": r.host,
+                "port": r.port,
+                "path_prefix": r.path_prefix,
+                "upstream": c.upstreams.get(r.upstream).map(|u| u.name.as_str()),
+                "clients": r.clients,
+                "websocket": r.websocket,
+            })
+        })
+        .collect();
+    let upstreams: Vec<Value> = c
+        .upstreams
+        .iter()
+        .map(|u| {
+            let s = upstream_stats.get(&u.name).cloned().unwrap_or_default();
+            json!({
+                "name": u.name,
+                "url": format!("{}://{}", if u.tls { "https" } else { "http" }, u.authority),
+                "health": match s.last_ok { Some(true) => "ok", Some(false) => "failing", None => "unknown" },
+                "requests": s.requests,
+                "errors": s.errors,
+            })
+        })
+        .collect();
+    let credentials: Vec<Value> = c
+        .credentials
+        .iter()
+        .map(|cr| {
+            json!({
+                "name": cr.name,
+                "available": cr.real.is_ok(),
+                "source": match cr.source { SecretSource::Env(_) => "env", SecretSource::File(_) => "file" },
+                "upstreams": cr.upstreams.iter().filter_map(|&i| c.upstreams.get(i).map(|u| u.name.as_str())).collect::<Vec<_>>(),
+                "last_used": last_used.get(&cr.name),
+            })
+        })
+        .collect();
+    let now = unix_now();
+    let certificates: Vec<Value> = tls
+        .iter()
+        .filter_map(|t| {
+            let der = t.leaf_der()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+            let not_after = cert.validity().not_after.timestamp();
+            Some(json!({
+                "listener": t.name,
+                "subject": cert.subject().to_string(),
+                "not_after": not_after,
+                "seconds_left": not_after - now as i64,
+            }))
+        })
+        .collect();
+    let (ok, failed) = crate::metrics::reload_counts();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": STARTED.elapsed().as_secs(),
+        "routes": routes,
+        "upstreams": upstreams,
+        "credentials": credentials,
+        "certificates": certificates,
+        "reloads": { "success": ok, "failure": failed },
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::String(s) => esc(s),
+        Value::Array(a) => esc(&a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(", ")),
+        other => esc(&other.to_string()),
+    }
+}
+
+fn when(v: &Value) -> String {
+    match v.as_u64() {
+        None => "never".into(),
+        Some(t) => {
+            let ago = unix_now().saturating_sub(t);
+            format!("{ago} s ago")
+        }
+    }
+}
+
+/// The snapshot as a small HTML page.
+pub fn html(s: &Value) -> String {
+    let mut out = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>SLAPENIR status</title><style>\
+         body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
+         table{border-collapse:collapse;margin:0 0 2em}\
+         th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}\
+         th{background:#f3f3f3}.ok{color:#0a7a2f}.bad{color:#b00020}.unk{color:#777}\
+         </style></head><body>",
+    );
+    out.push_str(&format!(
+        "<h1>SLAPENIR gateway</h1><p>version {} · up {} s · reloads: {} ok, {} failed</p>",
+        text(&s["version"]),
+        text(&s["uptime_seconds"]),
+        text(&s["reloads"]["success"]),
+        text(&s["reloads"]["failure"])
+    ));
+    out.push_str("<h2>Routes</h2><table><tr><th>host</th><th>port</th><th>path prefix</th><th>upstream</th><th>clients</th><th>websocket</th></tr>");
+    for r in s["routes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text(&r["host"]),
+            text(&r["port"]),
+            text(&r["path_prefix"]),
+            text(&r["upstream"]),
+            if r["clients"].is_null() {
+                "all".into()
+            } else {
+                text(&r["clients"])
+            },
+            text(&r["websocket"])
+        ));
+    }
+    out.push_str("</table><h2>Upstreams</h2><table><tr><th>name</th><th>url</th><th>health</th><th>requests</th><th>errors</th></tr>");
+    for u in s["upstreams"].as_array().into_iter().flatten() {
+        let health = u["health"].as_str().unwrap_or("unknown");
+        let class = match health {
+            "ok" => "ok",
+            "failing" => "bad",
+            _ => "unk",
+        };
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td></tr>",
+            text(&u["name"]),
+            text(&u["url"]),
+            esc(health),
+            text(&u["requests"]),
+            text(&u["errors"])
+        ));
+    }
+    out.push_str("</table><h2>Credentials</h2><table><tr><th>name</th><th>state</th><th>source</th><th>upstreams</th><th>last used</th></tr>");
+    for c in s["credentials"].as_array().into_iter().flatten() {
+        let available = c["available"].as_bool() == Some(true);
+        out.push_str(&format!(
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text(&c["name"]),
+            if available { "ok" } else { "bad" },
+            if available {
+                "available"
+            } else {
+                "unavailable"
+            },
+            text(&c["source"]),
+            text(&c["upstreams"]),
+            when(&c["last_used"])
+        ));
+    }
+    out.push_str("</table><h2>Certificates</h2><table><tr><th>listener</th><th>subject</th><th>expires in</th></tr>");
+    for c in s["certificates"].as_array().into_iter().flatten() {
+        let left = c["seconds_left"].as_i64().unwrap_or(0);
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{:.1} days</td></tr>",
+            text(&c["listener"]),
+            text(&c["subject"]),
+            if left < 86_400 { "bad" } else { "ok" },
+            left as f64 / 86_400.0
+        ));
+    }
+    out.push_str("</table></body></html>\n");
+    out
+}
