@@ -641,3 +641,17 @@ fn regression_empty_responses_keep_their_framing_on_kept_alive_connections() {
     assert_eq!(up.requests().len(), 3);
     assert_eq!(up.connections(), 1);
 }
+
+/// Regression: an upstream whose name does not resolve was answered `500` (an internal error)
+/// because the resolution error had no source; it is the upstream that cannot be reached: `502`.
+#[test]
+fn regression_unresolvable_upstream_is_a_bad_gateway() {
+    let config = "listeners:\n  - name: agents\n    address: {listen}\n\
+                  admin:\n  address: {admin}\n\
+                  upstreams:\n  api:\n    url: http://upstream.invalid\n\
+                  routes:\n  - host: api.test\n    upstream: api\n";
+    let gw = GatewayProcess::start(config, &[]);
+    let (status, text) = curl(&gw, "api.test", &[], "/x");
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("the upstream could not be reached"), "{text}");
+}

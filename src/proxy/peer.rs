@@ -92,6 +92,7 @@ async fn resolve(up: &Upstream) -> Result<SocketAddr> {
                 ErrorType::ConnectNoRoute,
                 format!("cannot resolve upstream `{}`: {e}", up.name),
             )
+            .into_up()
         })?
         .collect();
     addrs
@@ -104,6 +105,7 @@ async fn resolve(up: &Upstream) -> Result<SocketAddr> {
                 ErrorType::ConnectNoRoute,
                 format!("upstream `{}` resolves to no address", up.name),
             )
+            .into_up()
         })
 }
 
