@@ -89,27 +89,14 @@ fn python() -> PathBuf {
     PathBuf::from(text(&out.stdout).trim())
 }
 
-/// Polls `check` every 10 ms until it returns `Some`, or fails the test after `timeout`
-/// with `what` and the last state `describe` gives.
+/// Polls every 10 ms; see [`common::wait::wait_for`].
 fn wait_for<T>(
     timeout: Duration,
     what: &str,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
     describe: impl Fn() -> String,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; {}",
-            describe()
-        );
-        // Poll interval of a deadline-bounded wait, not a synchronisation sleep.
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait::wait_for(timeout, Duration::from_millis(10), what, check, describe)
 }
 
 /// Runs `cmd` to completion with a deadline; the process is killed if it outlives it.

@@ -63,27 +63,14 @@ fn tool(name: &str, install: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` is not installed; install it with: {install}"))
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or fails the test after `timeout` with
-/// `what` and the last state `describe` gives.
+/// Polls every 50 ms; see [`common::wait::wait_for`].
 fn wait_for<T>(
     timeout: Duration,
     what: &str,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
     describe: impl Fn() -> String,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; {}",
-            describe()
-        );
-        // Poll interval of a deadline-bounded wait, not a synchronisation sleep.
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait::wait_for(timeout, Duration::from_millis(50), what, check, describe)
 }
 
 /// Runs `cmd` to its end, killing it (and failing the test) if it takes longer than `timeout`.

@@ -9,3 +9,4 @@ pub mod client;
 pub mod gateway;
 pub mod pki;
 pub mod upstream;
+pub mod wait;
