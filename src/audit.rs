@@ -36,14 +36,8 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         let c = *policy.response_rules.get(rule)?;
         config.credentials.get(c).map(|c| c.name.clone())
     });
-    let route = ctx
-        .route()
-        .and_then(|r| config.routes.get(r))
-        .map(|r| format!("{}{}", r.host, r.path_prefix));
-    let status = session
-        .response_written()
-        .map(|r| r.status.as_u16())
-        .or_else(|| ctx.refusal().map(|r| r.status));
+    let route = ctx.route().and_then(|r| policy.route_label(r));
+    let status = ctx.answered_status(session);
     let refused_credential = ctx
         .refusal()
         .and_then(|r| r.credential)

@@ -74,6 +74,9 @@ pub struct Policy {
     pub response_length_preserving: bool,
     /// Per upstream: trust roots and client certificate, in Pingora's types, parsed once.
     pub upstream_tls: Vec<UpstreamTls>,
+    /// Each route's name in metrics and logs: `host` + path prefix (`host:port` + prefix when
+    /// the route names a port), built once.
+    route_labels: Vec<String>,
     /// Host → route indexes, longest path prefix first.
     routes_by_host: HashMap<String, Vec<usize>>,
 }
@@ -153,6 +156,14 @@ impl Policy {
         }
         match response {
             Some(response) if errors.is_empty() => Ok(Policy {
+                route_labels: config
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+                        format!("{}{port}{}", r.host, r.path_prefix)
+                    })
+                    .collect(),
                 upstream_tls: config.upstreams.iter().map(UpstreamTls::new).collect(),
                 config,
                 upstream_rules,
@@ -173,6 +184,11 @@ impl Policy {
             let port_ok = r.port.is_none() || r.port == port;
             (port_ok && path.starts_with(r.path_prefix.as_bytes())).then_some((i, r))
         })
+    }
+
+    /// The label of route `idx` (see `route_labels`).
+    pub fn route_label(&self, idx: usize) -> Option<&str> {
+        self.route_labels.get(idx).map(String::as_str)
     }
 
     /// Whether a `CONNECT host:port` may open a tunnel: some route names `host` and either names

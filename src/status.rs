@@ -45,7 +45,11 @@ pub fn init() {
 /// An upstream answered (`ok`) or failed to.
 pub fn upstream_outcome(upstream: &str, ok: bool) {
     if let Ok(mut m) = UPSTREAMS.lock() {
-        let s = m.entry(upstream.to_owned()).or_default();
+        // Look up by &str first: the key is allocated once per upstream, not per request.
+        if !m.contains_key(upstream) {
+            m.insert(upstream.to_owned(), UpstreamStats::default());
+        }
+        let Some(s) = m.get_mut(upstream) else { return };
         s.requests += 1;
         if !ok {
             s.errors += 1;
@@ -56,8 +60,14 @@ pub fn upstream_outcome(upstream: &str, ok: bool) {
 
 /// A credential was swapped (either direction).
 pub fn credential_used(name: &str) {
+    let now = unix_now();
     if let Ok(mut m) = LAST_USED.lock() {
-        m.insert(name.to_owned(), unix_now());
+        match m.get_mut(name) {
+            Some(t) => *t = now,
+            None => {
+                m.insert(name.to_owned(), now);
+            }
+        }
     }
 }
 

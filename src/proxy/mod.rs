@@ -11,6 +11,7 @@
 //! The agent's original request header is never modified: Pingora's own error logs print it,
 //! and it holds only dummies.
 
+pub mod headers;
 pub mod peer;
 pub mod request;
 pub mod response;
@@ -32,7 +33,6 @@ use crate::metrics;
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
 use crate::tls::ClientIdentity;
-use request::Target;
 use response::BodyScrubber;
 
 /// The gateway: the current policy, swapped atomically on reload.
@@ -51,7 +51,8 @@ impl Gateway {
 pub struct Ctx {
     policy: Arc<Policy>,
     started: Instant,
-    target: Option<Target>,
+    /// The request as it goes upstream, prepared once in `request_filter`.
+    prepared: Option<request::Prepared>,
     route: Option<usize>,
     upstream: Option<usize>,
     request_hits: Hits,
@@ -72,7 +73,7 @@ impl ProxyHttp for Gateway {
         Ctx {
             policy: self.policy.load_full(),
             started: Instant::now(),
-            target: None,
+            prepared: None,
             route: None,
             upstream: None,
             request_hits: Hits::new(),
@@ -174,10 +175,10 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(u), Some(target)) = (ctx.upstream, ctx.target.as_ref()) else {
+        let (Some(u), Some(prepared)) = (ctx.upstream, ctx.prepared.as_ref()) else {
             return Error::e_explain(ErrorType::InternalError, "request not admitted");
         };
-        if let Err(refusal) = request::prepare_upstream(&ctx.policy, u, target, upstream_request) {
+        if let Err(refusal) = request::apply_upstream(&ctx.policy, u, prepared, upstream_request) {
             return Err(refusal_error(&mut ctx.refusal, refusal));
         }
         ctx.request_body = ctx
@@ -397,8 +398,9 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
             credential: None,
         });
     }
-    ctx.request_hits = request::check(policy, route.upstream, req, &target.path_and_query)?;
-    ctx.target = Some(target);
+    let (prepared, hits) = request::prepare(policy, route.upstream, req, &target.path_and_query)?;
+    ctx.request_hits = hits;
+    ctx.prepared = Some(prepared);
     Ok(())
 }
 
@@ -435,22 +437,18 @@ fn client_identity(session: &Session) -> Option<ClientIdentity> {
 fn record_metrics(session: &Session, ctx: &Ctx) {
     metrics::in_flight(-1);
     let config = &ctx.policy.config;
-    let route = ctx.route.and_then(|r| config.routes.get(r)).map_or_else(
-        || "none".to_string(),
-        |r| format!("{}{}", r.host, r.path_prefix),
-    );
+    let route = ctx
+        .route
+        .and_then(|r| ctx.policy.route_label(r))
+        .unwrap_or("none");
     let upstream = ctx
         .upstream
         .and_then(|u| config.upstreams.get(u))
         .map_or("none", |u| u.name.as_str());
-    let status = session
-        .response_written()
-        .map(|r| r.status.as_u16())
-        .or_else(|| ctx.refusal.as_ref().map(|r| r.status));
     metrics::request_done(
-        &route,
+        route,
         upstream,
-        status,
+        ctx.answered_status(session),
         ctx.started.elapsed().as_secs_f64(),
     );
     metrics::body_bytes("in", session.body_bytes_read());
@@ -516,6 +514,14 @@ async fn respond(session: &mut Session, refusal: &Refusal) {
 }
 
 impl Ctx {
+    /// The status the agent got: the response written, or the refusal's.
+    pub fn answered_status(&self, session: &Session) -> Option<u16> {
+        session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| self.refusal.as_ref().map(|r| r.status))
+    }
+
     /// Fields for the audit line.
     pub fn policy(&self) -> &Policy {
         &self.policy

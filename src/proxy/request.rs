@@ -1,11 +1,9 @@
 //! Request-side steps, free of Pingora's session type: find the target, route it, check every
 //! header value and the URL for dummies, and prepare the request that goes upstream.
 
-use std::borrow::Cow;
-
-use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
+use super::headers::{self, HeaderChanges, HeaderError};
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::Hits;
 
@@ -178,55 +176,78 @@ pub fn match_path(path_and_query: &[u8]) -> Result<Vec<u8>, Refusal> {
     Ok(out)
 }
 
-/// Checks every header name and value of the agent's request and its path and query against
-/// the upstream's request rules. Returns the replacements that would be made.
+/// The agent's request as it will go upstream: path and query, and the header values that
+/// change, with dummies already replaced. Computed once in `request_filter` (so refusals
+/// happen before any connection) and applied to each upstream attempt.
+#[derive(Debug)]
+pub struct Prepared {
+    pub path_and_query: Vec<u8>,
+    pub headers: HeaderChanges,
+}
+
+/// Rewrites every header value and the path and query of the agent's request with the
+/// upstream's request rules; also returns the replacements made, per rule.
 ///
 /// # Errors
 /// The refusal for the first dummy that may not go to this upstream (403) or whose real value
-/// is unavailable (503), or a dummy in a header *name* (400).
-pub fn check(
+/// is unavailable (503), a dummy in a header *name* (400), or a rewritten value that is not a
+/// valid header value (502).
+pub fn prepare(
     policy: &Policy,
     upstream: usize,
     req: &RequestHeader,
     path_and_query: &[u8],
-) -> Result<Hits, Refusal> {
-    let mut hits = Hits::new();
-    let Some(rules) = policy.upstream_rules.get(upstream) else {
-        return Ok(hits);
-    };
+) -> Result<(Prepared, Hits), Refusal> {
+    let rules = policy
+        .upstream_rules
+        .get(upstream)
+        .ok_or_else(|| refuse(500, "internal", "unknown upstream"))?;
     let rw = &rules.rewriter;
-    for (name, value) in req.headers.iter() {
-        let mut name_hits = Hits::new();
-        match rw.rewrite(name.as_str().as_bytes(), &mut name_hits) {
-            Ok(Cow::Borrowed(_)) => {}
-            Ok(Cow::Owned(_)) | Err(_) => {
-                return Err(refuse(
-                    400,
-                    "placeholder_in_header_name",
-                    "credential placeholders may appear in header values, not header names",
-                ))
-            }
-        }
-        rw.rewrite(value.as_bytes(), &mut hits)
-            .map_err(|r| policy.request_refusal(upstream, &r))?;
+    let mut hits = Hits::new();
+    if req
+        .headers
+        .keys()
+        .any(|n| headers::name_matches(rw, n, &mut hits))
+    {
+        return Err(refuse(
+            400,
+            "placeholder_in_header_name",
+            "credential placeholders may appear in header values, not header names",
+        ));
     }
-    rw.rewrite(path_and_query, &mut hits)
-        .map_err(|r| policy.request_refusal(upstream, &r))?;
-    Ok(hits)
+    let headers =
+        headers::rewrite_values(&req.headers, rw, &mut hits, true).map_err(|e| match e {
+            HeaderError::Refused(r) => policy.request_refusal(upstream, &r),
+            HeaderError::Invalid(name) => refuse(
+                502,
+                "invalid_header",
+                format!("a rewritten `{name}` header is not a valid header value"),
+            ),
+        })?;
+    let path_and_query = rw
+        .rewrite(path_and_query, &mut hits)
+        .map_err(|r| policy.request_refusal(upstream, &r))?
+        .into_owned();
+    Ok((
+        Prepared {
+            path_and_query,
+            headers,
+        },
+        hits,
+    ))
 }
 
-/// Prepares the request that goes upstream: origin-form target with dummies replaced, every
-/// header value rewritten, `Host` set to the upstream, proxy headers removed, identity encoding
-/// asked for (so responses can be scanned), and `Content-Length` dropped when the body may
-/// change length (the body then goes chunked).
+/// Applies a [`Prepared`] request to the upstream copy of the header: origin-form target,
+/// rewritten values (for headers Pingora still forwards), `Host` set to the upstream, proxy
+/// headers removed, identity encoding asked for (so responses can be scanned), and
+/// `Content-Length` dropped when the body may change length (the body then goes chunked).
 ///
 /// # Errors
-/// A refusal when a rule refuses (already checked in `request_filter`; this is the backstop)
-/// or a rewritten value is not a valid header value.
-pub fn prepare_upstream(
+/// A refusal when the target or a header cannot be set.
+pub fn apply_upstream(
     policy: &Policy,
     upstream: usize,
-    target: &Target,
+    prepared: &Prepared,
     req: &mut RequestHeader,
 ) -> Result<(), Refusal> {
     let (Some(rules), Some(up)) = (
@@ -235,50 +256,20 @@ pub fn prepare_upstream(
     ) else {
         return Err(refuse(500, "internal", "unknown upstream"));
     };
-    let rw = &rules.rewriter;
-    let mut hits = Hits::new();
-    let path = rw
-        .rewrite(&target.path_and_query, &mut hits)
-        .map_err(|r| policy.request_refusal(upstream, &r))?;
-    req.set_raw_path(&path)
+    req.set_raw_path(&prepared.path_and_query)
         .map_err(|_| refuse(400, "bad_request", "the request target is not valid"))?;
-
     for name in DROP_UPSTREAM {
         req.remove_header(*name);
     }
-    // Rewrite values in place, name by name, keeping multi-valued headers in order.
-    let names: Vec<HeaderName> = req.headers.keys().cloned().collect();
-    for name in names {
-        let values: Vec<HeaderValue> = req.headers.get_all(&name).iter().cloned().collect();
-        let mut changed = false;
-        let mut new_values = Vec::with_capacity(values.len());
-        for v in &values {
-            match rw
-                .rewrite(v.as_bytes(), &mut hits)
-                .map_err(|r| policy.request_refusal(upstream, &r))?
-            {
-                Cow::Borrowed(_) => new_values.push(v.clone()),
-                Cow::Owned(bytes) => {
-                    changed = true;
-                    let mut hv = HeaderValue::from_bytes(&bytes).map_err(|_| {
-                        refuse(
-                            502,
-                            "invalid_header",
-                            format!("a rewritten `{name}` header is not a valid header value"),
-                        )
-                    })?;
-                    // Never index a secret in an HTTP/2 HPACK table.
-                    hv.set_sensitive(true);
-                    new_values.push(hv);
-                }
-            }
+    for (name, values) in &prepared.headers {
+        // Hop-by-hop headers Pingora already removed stay removed.
+        if !req.headers.contains_key(name) {
+            continue;
         }
-        if changed {
-            req.remove_header(&name);
-            for v in new_values {
-                req.append_header(name.clone(), v)
-                    .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
-            }
+        req.remove_header(name);
+        for v in values {
+            req.append_header(name.clone(), v.clone())
+                .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
         }
     }
     req.insert_header(http::header::HOST, up.authority.as_str())

@@ -5,12 +5,11 @@
 //! Memory per response is bounded: the decoder's window plus the rewriter's held-back bytes
 //! (less than the longest real secret); nothing waits for the end of the body.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use pingora::http::ResponseHeader;
 
+use super::headers::{self, HeaderError};
 use crate::decode::{Decoder, Encoding};
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
@@ -97,40 +96,29 @@ fn scrub_headers(
     hits: &mut Hits,
 ) -> Result<(), Refusal> {
     let rw = &policy.response;
-    let names: Vec<HeaderName> = resp.headers.keys().cloned().collect();
-    for name in names {
-        let mut name_hits = Hits::new();
-        if let Ok(Cow::Owned(_)) = rw.rewrite(name.as_str().as_bytes(), &mut name_hits) {
-            resp.remove_header(&name);
-            hits.merge(&name_hits);
-            continue;
-        }
-        let values: Vec<HeaderValue> = resp.headers.get_all(&name).iter().cloned().collect();
-        let mut changed = false;
-        let mut new_values = Vec::with_capacity(values.len());
-        for v in &values {
-            // The response rewriter has no refusing rules.
-            match rw.rewrite(v.as_bytes(), hits) {
-                Ok(Cow::Borrowed(_)) => new_values.push(v.clone()),
-                Ok(Cow::Owned(bytes)) => {
-                    changed = true;
-                    new_values.push(HeaderValue::from_bytes(&bytes).map_err(|_| {
-                        refuse(
-                            502,
-                            "invalid_header",
-                            "a scrubbed header is not a valid value",
-                        )
-                    })?);
-                }
-                Err(_) => return Err(refuse(500, "internal", "response rules refused")),
-            }
-        }
-        if changed {
-            resp.remove_header(&name);
-            for v in new_values {
-                resp.append_header(name.clone(), v)
-                    .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
-            }
+    let leaking_names: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| headers::name_matches(rw, n, hits))
+        .cloned()
+        .collect();
+    for name in &leaking_names {
+        resp.remove_header(name);
+    }
+    let changes = headers::rewrite_values(&resp.headers, rw, hits, false).map_err(|e| match e {
+        // The response rewriter has no refusing rules.
+        HeaderError::Refused(_) => refuse(500, "internal", "response rules refused"),
+        HeaderError::Invalid(name) => refuse(
+            502,
+            "invalid_header",
+            format!("a scrubbed `{name}` header is not a valid value"),
+        ),
+    })?;
+    for (name, values) in changes {
+        resp.remove_header(&name);
+        for v in values {
+            resp.append_header(name.clone(), v)
+                .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
         }
     }
     Ok(())
