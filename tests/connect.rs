@@ -154,7 +154,8 @@ fn curl_through_connect_swaps_both_ways() {
         out.contains(&format!("data: {DUMMY} 2")) && !out.contains(REAL),
         "{out}"
     );
-    let audit = s.gw.stdout();
+    // Two echo requests, one chunked, one SSE.
+    let audit = s.gw.stdout_with_lines(4);
     assert!(
         audit.contains("\"identity\":\"agent-1\""),
         "the outer identity did not carry over: {audit}"

@@ -320,7 +320,7 @@ fn refusals() {
         vec!["/echo-header?name=content-encoding&value=compress".to_string()],
         "a refused request reached the upstream"
     );
-    let audit = gw.stdout();
+    let audit = gw.stdout_with_lines(cases.len());
     assert!(
         audit.contains("\"refusal\":\"credential_bound_elsewhere\""),
         "{audit}"

@@ -258,7 +258,7 @@ fn accepted_with_a_certificate_from_the_intermediate_and_identity_logged() {
         req.header_str("authorization").unwrap(),
         format!("Bearer {REAL}")
     );
-    let audit = s.gw.stdout();
+    let audit = s.gw.stdout_with_lines(1);
     assert!(audit.contains("\"identity\":\"agent-1\""), "{audit}");
 }
 
@@ -292,7 +292,10 @@ fn per_route_clients_are_enforced() {
             );
         }
     }
-    assert!(s.gw.stdout().contains("\"refusal\":\"client_not_allowed\""));
+    assert!(s
+        .gw
+        .stdout_with_lines(cases.len())
+        .contains("\"refusal\":\"client_not_allowed\""));
 }
 
 /// The same handshakes with `openssl s_client`: the agent gets an HTTP answer, a client

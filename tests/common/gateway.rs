@@ -110,6 +110,24 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
+    /// The audit log once it holds at least `n` lines. The line of a request is written when
+    /// the request ends, which may be just after the client has read the answer.
+    pub fn stdout_with_lines(&self, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.stdout();
+            if out.lines().count() >= n {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "audit log has fewer than {n} lines:\n{out}"
+            );
+            // Poll interval of a deadline-bounded wait.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Everything the gateway printed on stderr (its log).
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
