@@ -305,6 +305,8 @@ fn main() {
         }
     }
 
+    encoded_forms_cost(quick, len, &mut rng);
+
     println!("\n## Memory\n");
     println!(
         "| set | N | longest needle | stream state (struct + heap) | compiled rewriter heap |"
@@ -327,6 +329,57 @@ fn main() {
             s.rw.heap_bytes() >> 10
         );
     }
+}
+
+/// The response rewriter scrubs each real value's encoded forms too (base64 at three
+/// alignments, percent, JSON escapes): the cost of those extra needles, as the ratio of
+/// literal-only throughput to literal-plus-forms throughput on the same body (16 KiB chunks).
+fn encoded_forms_cost(quick: bool, len: usize, rng: &mut Rng) {
+    println!("\n## Encoded forms in the response rewriter (16 KiB chunks)\n");
+    println!("| N | needles literal | needles with forms | matches | literal GB/s | with forms GB/s | cost |");
+    println!("|---:|---:|---:|---|---:|---:|---:|");
+    for n in [1, 16, 256] {
+        let reals = credentials(n, false, rng);
+        let dummies: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("dummy-{i:08}").into_bytes())
+            .collect();
+        let rule = |i: usize, needle: &[u8], with: &[u8]| Rule {
+            name: format!("cred{i}").into(),
+            needle: Zeroizing::new(needle.to_vec()),
+            action: Action::Replace(Zeroizing::new(with.to_vec())),
+        };
+        let literal: Vec<Rule> = (0..n).map(|i| rule(i, &reals[i], &dummies[i])).collect();
+        let mut all: Vec<Rule> = (0..n).map(|i| rule(i, &reals[i], &dummies[i])).collect();
+        for i in 0..n {
+            for f in slapenir::encoded::response_forms(&reals[i], &dummies[i]) {
+                if !all.iter().any(|r| r.needle == f.needle) {
+                    all.push(rule(i, &f.needle, &f.replacement));
+                }
+            }
+        }
+        let (n_lit, n_all) = (literal.len(), all.len());
+        let (Ok(lit), Ok(full)) = (Rewriter::new(literal), Rewriter::new(all)) else {
+            panic!("bench rules for encoded forms");
+        };
+        let (lit, full) = (Arc::new(lit), Arc::new(full));
+        for (every, matches) in [(Some(4096), "1 per 4 KiB"), (None, "none")] {
+            let input = body(len, &reals, every, rng);
+            let mut out = Vec::with_capacity(len * 2);
+            let t_lit = time(quick, || {
+                stream_all(&mut lit.stream(), &input, 16 << 10, &mut out)
+            });
+            let t_all = time(quick, || {
+                stream_all(&mut full.stream(), &input, 16 << 10, &mut out)
+            });
+            println!(
+                "| {n} | {n_lit} | {n_all} | {matches} | {:.2} | {:.2} | {:.2}x |",
+                len as f64 / t_lit / 1e9,
+                len as f64 / t_all / 1e9,
+                t_all / t_lit
+            );
+        }
+    }
+    println!("\nCost > 1 means the forms make the scan that many times slower.");
 }
 
 fn human(bytes: usize) -> String {

@@ -7,6 +7,7 @@
 //! - [`secret`]: the `Secret` type and its sources.
 //! - [`rewrite`]: the streaming replacer (no Pingora types).
 //! - [`decode`]: push-style decompression of response bodies.
+//! - [`encoded`]: credentials inside encodings (Basic auth, base64, percent, JSON escapes).
 //! - [`policy`]: a config compiled into routes and rewriters.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`server`]: listeners, the admin endpoint and the process.
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod config;
 pub mod connect;
 pub mod decode;
+pub mod encoded;
 pub mod metrics;
 pub mod pki;
 pub mod plan;

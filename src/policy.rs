@@ -9,7 +9,9 @@
 //!   does not belong. This is the exfiltration guard.
 //!
 //! Response rewriter (needles are real values): every loaded real value becomes its dummy,
-//! whichever upstream answered.
+//! whichever upstream answered; so do its encoded forms (base64 at each alignment,
+//! percent-encoding, JSON escapes; see [`crate::encoded`]), each into the same form of the
+//! dummy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, Route};
+use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
 use crate::rewrite::{Action, Refused, Rewriter, Rule};
 
@@ -125,6 +128,8 @@ impl Policy {
         let mut rules = Vec::new();
         let mut response_rules = Vec::new();
         let mut response_length_preserving = true;
+        // Literal real values first (a duplicate among them is a configuration error), then
+        // their encoded forms, leaving out any needle another rule already has.
         for (c, cred) in config.credentials.iter().enumerate() {
             if let Ok(real) = &cred.real {
                 response_length_preserving &= real.len() == cred.dummy.len();
@@ -132,6 +137,21 @@ impl Policy {
                     name: Arc::from(cred.name.as_str()),
                     needle: Zeroizing::new(real.expose().to_vec()),
                     action: Action::Replace(Zeroizing::new(cred.dummy.clone())),
+                });
+                response_rules.push(c);
+            }
+        }
+        for (c, cred) in config.credentials.iter().enumerate() {
+            let Ok(real) = &cred.real else { continue };
+            for form in encoded::response_forms(real.expose(), &cred.dummy) {
+                if rules.iter().any(|r: &Rule| r.needle == form.needle) {
+                    continue;
+                }
+                response_length_preserving &= form.needle.len() == form.replacement.len();
+                rules.push(Rule {
+                    name: Arc::from(cred.name.as_str()),
+                    needle: form.needle,
+                    action: Action::Replace(form.replacement),
                 });
                 response_rules.push(c);
             }

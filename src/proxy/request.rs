@@ -3,9 +3,12 @@
 
 use pingora::http::RequestHeader;
 
+use http::HeaderValue;
+
 use super::headers::{self, HeaderChanges, HeaderError};
+use crate::encoded;
 use crate::policy::{Policy, Refusal};
-use crate::rewrite::Hits;
+use crate::rewrite::{Hits, Refused, Rewriter};
 
 /// Where a request is going, as the agent asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,8 +188,9 @@ pub struct Prepared {
     pub headers: HeaderChanges,
 }
 
-/// Rewrites every header value and the path and query of the agent's request with the
-/// upstream's request rules; also returns the replacements made, per rule.
+/// Rewrites every header value (and the credentials inside `Authorization: Basic`) and the path
+/// and query of the agent's request with the upstream's request rules; also returns the
+/// replacements made, per rule.
 ///
 /// # Errors
 /// The refusal for the first dummy that may not go to this upstream (403) or whose real value
@@ -224,6 +228,9 @@ pub fn prepare(
                 format!("a rewritten `{name}` header is not a valid header value"),
             ),
         })?;
+    let mut headers = headers;
+    basic_auth(&req.headers, &mut headers, rw, &mut hits)
+        .map_err(|r| policy.request_refusal(upstream, &r))?;
     let path_and_query = rw
         .rewrite(path_and_query, &mut hits)
         .map_err(|r| policy.request_refusal(upstream, &r))?
@@ -235,6 +242,46 @@ pub fn prepare(
         },
         hits,
     ))
+}
+
+/// Rewrites dummies inside `Authorization: Basic` values (see [`encoded::rewrite_basic`]),
+/// updating `changes` (which may already hold a literal rewrite of the header).
+fn basic_auth(
+    original: &http::HeaderMap,
+    changes: &mut HeaderChanges,
+    rw: &Rewriter,
+    hits: &mut Hits,
+) -> Result<(), Refused> {
+    let name = http::header::AUTHORIZATION;
+    let changed = changes.iter().position(|(n, _)| *n == name);
+    let current: Vec<HeaderValue> = match changed {
+        Some(i) => changes[i].1.clone(),
+        None => original.get_all(&name).iter().cloned().collect(),
+    };
+    let mut any = false;
+    let mut values = Vec::with_capacity(current.len());
+    for v in current {
+        match encoded::rewrite_basic(v.as_bytes(), rw, hits)? {
+            Some(new) => {
+                // Base64 output and the original scheme are always valid header bytes.
+                let Ok(mut hv) = HeaderValue::from_bytes(&new) else {
+                    values.push(v);
+                    continue;
+                };
+                hv.set_sensitive(true);
+                values.push(hv);
+                any = true;
+            }
+            None => values.push(v),
+        }
+    }
+    if any {
+        match changed {
+            Some(i) => changes[i].1 = values,
+            None => changes.push((name, values)),
+        }
+    }
+    Ok(())
 }
 
 /// Applies a [`Prepared`] request to the upstream copy of the header: origin-form target,
