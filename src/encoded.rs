@@ -20,6 +20,7 @@
 //! | percent-encoding of every byte, upper and lower hex | `%61%2F%62...` |
 //! | JSON string escapes: required only, and with `\/` | `a/b+c\"`, `a\/b+c\"` |
 //! | JSON `\u00XX` for every byte, and for every non-alphanumeric byte, lower and upper hex | `\u0061\u002f...` |
+//! | hex, lower and upper case, and lower case with a space between bytes | `612f622b...`, `61 2f 62 2b ...` |
 //!
 //! Base64 inside a longer blob: the secret can start at any byte offset, so its characters
 //! depend on the offset modulo 3. Each alignment's needle holds only the characters whose six
@@ -52,7 +53,7 @@ pub struct Form {
 /// than [`MIN_FORM_LEN`] are left out.
 pub fn response_forms(real: &[u8], dummy: &[u8]) -> Vec<Form> {
     type Encode = fn(&[u8]) -> Zeroizing<Vec<u8>>;
-    let encodings: [(&'static str, Encode); 16] = [
+    let encodings: [(&'static str, Encode); 19] = [
         ("base64", |v| base64_inner(v, 0, false)),
         ("base64+1", |v| base64_inner(v, 1, false)),
         ("base64+2", |v| base64_inner(v, 2, false)),
@@ -71,6 +72,9 @@ pub fn response_forms(real: &[u8], dummy: &[u8]) -> Vec<Form> {
         ("json-u-punct-upper", |v| {
             json(v, false, Unicode::NonAlnum(UPPER))
         }),
+        ("hex", |v| hex(v, LOWER, false)),
+        ("hex-upper", |v| hex(v, UPPER, false)),
+        ("hex-spaced", |v| hex(v, LOWER, true)),
     ];
     let mut forms: Vec<Form> = Vec::new();
     for (encoding, encode) in encodings {
@@ -118,6 +122,19 @@ fn base64_inner(value: &[u8], align: usize, url_safe: bool) -> Zeroizing<Vec<u8>
 fn push_hex(out: &mut Vec<u8>, b: u8, digits: &[u8; 16]) {
     out.push(digits[usize::from(b >> 4)]);
     out.push(digits[usize::from(b & 0x0f)]);
+}
+
+/// Hex digits of every byte, optionally separated by spaces (the form AWS error bodies use for
+/// the canonical request they echo, `CanonicalRequestBytes`).
+fn hex(value: &[u8], digits: &[u8; 16], spaced: bool) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
+    for (i, &b) in value.iter().enumerate() {
+        if spaced && i > 0 {
+            out.push(b' ');
+        }
+        push_hex(&mut out, b, digits);
+    }
+    out
 }
 
 /// Percent-encoding: of every byte outside RFC 3986's unreserved set, or of every byte.

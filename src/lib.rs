@@ -3,6 +3,7 @@
 //! the upstream that secret belongs to, and swaps real secrets in responses back to dummies.
 //!
 //! Modules:
+//! - [`aws`]: AWS Signature Version 4, verified and signed again.
 //! - [`config`]: the YAML file, validated into typed values with located errors.
 //! - [`secret`]: the `Secret` type and its sources.
 //! - [`rewrite`]: the streaming replacer (no Pingora types).
@@ -13,6 +14,7 @@
 //! - [`server`]: listeners, the admin endpoint and the process.
 pub mod admin;
 pub mod audit;
+pub mod aws;
 pub mod config;
 pub mod connect;
 pub mod decode;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::config::{Config, Route};
+use crate::config::{AwsRole, Config, Route};
 use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
 use crate::rewrite::{Action, Refused, Rewriter, Rule};
@@ -32,6 +32,19 @@ pub enum RuleKind {
     Unavailable,
     /// Dummy of a credential bound to another upstream.
     Foreign,
+    /// The dummy secret access key of an `aws` credential: never sent anywhere (requests are
+    /// signed with it, and the gateway signs them again with the real one).
+    AwsSecret,
+}
+
+/// An `aws` credential: its parts as indexes into [`Config::credentials`].
+#[derive(Debug, Clone)]
+pub struct AwsKey {
+    /// The credential's name in the file.
+    pub name: String,
+    pub access_key_id: usize,
+    pub secret_access_key: usize,
+    pub session_token: Option<usize>,
 }
 
 /// What a refused request is answered with. Messages name credentials, never values.
@@ -75,6 +88,8 @@ pub struct Policy {
     /// For each response rule index: the credential index.
     pub response_rules: Vec<usize>,
     pub response_length_preserving: bool,
+    /// The `aws` credentials, with their parts.
+    pub aws_keys: Vec<AwsKey>,
     /// Per upstream: trust roots and client certificate, in Pingora's types, parsed once.
     pub upstream_tls: Vec<UpstreamTls>,
     /// Each route's name in metrics and logs: `host` + path prefix (`host:port` + prefix when
@@ -98,7 +113,12 @@ impl Policy {
             let mut meta = Vec::new();
             let mut length_preserving = true;
             for (c, cred) in config.credentials.iter().enumerate() {
+                let aws_secret = cred
+                    .aws
+                    .as_ref()
+                    .is_some_and(|a| a.role == AwsRole::SecretAccessKey);
                 let (action, kind) = match (&cred.real, cred.upstreams.contains(&u)) {
+                    _ if aws_secret => (Action::Refuse, RuleKind::AwsSecret),
                     (Ok(real), true) => {
                         length_preserving &= real.len() == cred.dummy.len();
                         (
@@ -174,8 +194,10 @@ impl Policy {
                 (std::cmp::Reverse(r.path_prefix.len()), r.port.is_none())
             });
         }
+        let aws_keys = aws_keys(&config);
         match response {
             Some(response) if errors.is_empty() => Ok(Policy {
+                aws_keys,
                 route_labels: config
                     .routes
                     .iter()
@@ -194,6 +216,27 @@ impl Policy {
             }),
             _ => Err(errors),
         }
+    }
+
+    /// The `aws` credential (index into `aws_keys`) bound to `upstream` whose dummy access key
+    /// id is `key_id`.
+    pub fn aws_key_for(&self, upstream: usize, key_id: &str) -> Option<usize> {
+        self.aws_keys.iter().position(|k| {
+            self.config
+                .credentials
+                .get(k.access_key_id)
+                .is_some_and(|c| c.dummy == key_id.as_bytes() && c.upstreams.contains(&upstream))
+        })
+    }
+
+    /// Whether any `aws` credential is bound to `upstream`.
+    pub fn has_aws_key(&self, upstream: usize) -> bool {
+        self.aws_keys.iter().any(|k| {
+            self.config
+                .credentials
+                .get(k.access_key_id)
+                .is_some_and(|c| c.upstreams.contains(&upstream))
+        })
     }
 
     /// The route for a request to `host` (lower case), `port` (when the request names one) and
@@ -253,6 +296,14 @@ impl Policy {
                     credential: Some(cred),
                 }
             }
+            RuleKind::AwsSecret => Refusal {
+                status: 403,
+                reason: "aws_secret_key_sent",
+                message: format!(
+                    "credential `{name}` is an AWS secret access key: it is never sent; requests are signed with it"
+                ),
+                credential: Some(cred),
+            },
             RuleKind::Foreign | RuleKind::Replace => Refusal {
                 status: 403,
                 reason: "credential_bound_elsewhere",
@@ -263,4 +314,31 @@ impl Policy {
             },
         }
     }
+}
+
+/// Groups the parts of each `aws` credential (validation guarantees the required ones).
+fn aws_keys(config: &Config) -> Vec<AwsKey> {
+    let mut keys: Vec<AwsKey> = Vec::new();
+    for (i, c) in config.credentials.iter().enumerate() {
+        let Some(part) = &c.aws else { continue };
+        let find = |role: AwsRole| {
+            config.credentials.iter().position(|o| {
+                o.aws
+                    .as_ref()
+                    .is_some_and(|a| a.group == part.group && a.role == role)
+            })
+        };
+        if part.role != AwsRole::AccessKeyId {
+            continue;
+        }
+        if let Some(secret) = find(AwsRole::SecretAccessKey) {
+            keys.push(AwsKey {
+                name: part.group.clone(),
+                access_key_id: i,
+                secret_access_key: secret,
+                session_token: find(AwsRole::SessionToken),
+            });
+        }
+    }
+    keys
 }

@@ -201,6 +201,31 @@ fn named_broken_configs() {
             format!("{listener}upstreams:\n  a:\n    url: http://user:pw@h\n"),
             "user info",
         ),
+        (
+            "aws credential without its secret key",
+            format!("{listener}{ok_upstream}credentials:\n  k:\n    kind: aws\n    access_key_id: {{ dummy: AKIADUMMY0000001, real: {{ env: HOME }} }}\n    upstreams: [a]\n"),
+            "credential `k` of `kind: aws` needs `secret_access_key`",
+        ),
+        (
+            "aws credential with a top-level dummy",
+            format!("{listener}{ok_upstream}credentials:\n  k:\n    kind: aws\n    dummy: AKIADUMMY0000001\n    access_key_id: {{ dummy: AKIADUMMY0000001, real: {{ env: HOME }} }}\n    secret_access_key: {{ dummy: dummy-secret-0001, real: {{ env: PATH }} }}\n    upstreams: [a]\n"),
+            "instead of `dummy` and `real`",
+        ),
+        (
+            "token credential with an aws part",
+            format!("{listener}{ok_upstream}credentials:\n  k:\n    dummy: dummy-value-1\n    real: {{ env: HOME }}\n    session_token: {{ dummy: dummy-token-1, real: {{ env: PATH }} }}\n    upstreams: [a]\n"),
+            "`session_token` belongs to credentials of `kind: aws`",
+        ),
+        (
+            "unknown credential kind",
+            format!("{listener}{ok_upstream}credentials:\n  k:\n    kind: oauth\n    dummy: dummy-value-1\n    real: {{ env: HOME }}\n    upstreams: [a]\n"),
+            "unknown credential kind `oauth`",
+        ),
+        (
+            "token credential without a real value",
+            format!("{listener}{ok_upstream}credentials:\n  k:\n    dummy: dummy-value-1\n    upstreams: [a]\n"),
+            "credential `k` needs `real`",
+        ),
     ];
     for (name, content, fragment) in cases {
         let path = dir.path().join(format!("{}.yaml", name.replace(' ', "-")));

@@ -16,6 +16,7 @@ use std::process::Command;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
+use common::decode::any_decoding_holds;
 use common::gateway::GatewayProcess;
 use common::upstream::{percent_encode, Upstream, UpstreamKind};
 
@@ -57,130 +58,6 @@ fn curl(url: &str, host: Option<&str>, extra: &[&str]) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, out.stdout)
-}
-
-// ---- the client's decoder ----------------------------------------------------------------
-
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let hex = input
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (input[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Undoes JSON string escapes (`\/`, `\"`, `\\`, `\uXXXX` below 0x80, `\n`...).
-fn json_unescape(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] != b'\\' || i + 1 >= input.len() {
-            out.push(input[i]);
-            i += 1;
-            continue;
-        }
-        let simple = match input[i + 1] {
-            b'/' => Some(b'/'),
-            b'"' => Some(b'"'),
-            b'\\' => Some(b'\\'),
-            b'n' => Some(b'\n'),
-            b't' => Some(b'\t'),
-            b'r' => Some(b'\r'),
-            _ => None,
-        };
-        let unicode = (input[i + 1] == b'u')
-            .then(|| input.get(i + 2..i + 6))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u16::from_str_radix(h, 16).ok())
-            .and_then(|v| u8::try_from(v).ok());
-        match (simple, unicode) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 2;
-            }
-            (None, Some(b)) => {
-                out.push(b);
-                i += 6;
-            }
-            (None, None) => {
-                out.push(b'\\');
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Decodes a run of base64 characters leniently: any alphabet mix, no padding rules, trailing
-/// bits dropped.
-fn base64_lenient(run: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(run.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in run {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// Every decoding of `received` the client tries: the bytes, percent-decoded, JSON-unescaped,
-/// both orders of those two, and each of these with every base64 run decoded from each of its
-/// first four offsets.
-fn decodings(received: &[u8]) -> Vec<Vec<u8>> {
-    let mut layers = vec![
-        received.to_vec(),
-        percent_decode(received),
-        json_unescape(received),
-        json_unescape(&percent_decode(received)),
-        percent_decode(&json_unescape(received)),
-    ];
-    let mut decoded = Vec::new();
-    for layer in &layers {
-        let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || b"+/-_".contains(b);
-        for run in layer.split(|b| !is_b64(b)).filter(|r| r.len() >= 8) {
-            for skip in 0..4 {
-                decoded.push(base64_lenient(&run[skip..]));
-            }
-        }
-    }
-    layers.extend(decoded);
-    layers
-}
-
-fn holds(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn any_decoding_holds(received: &[u8], needle: &[u8]) -> bool {
-    decodings(received).iter().any(|d| holds(d, needle))
 }
 
 // ---- the encodings an upstream echoes ----------------------------------------------------

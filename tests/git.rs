@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use base64::Engine as _;
+use common::decode::any_decoding_holds;
 use common::gateway::GatewayProcess;
 use common::pki::TestPki;
 
@@ -126,18 +126,6 @@ fn ok(out: &Output, what: &str) -> String {
     );
     assert!(out.status.success(), "{what} failed:\n{text}");
     text
-}
-
-/// Whether `text` holds `secret` literally or base64-encoded at any alignment.
-fn holds_any_form(text: &[u8], secret: &str) -> bool {
-    let e = &base64::engine::general_purpose::STANDARD_NO_PAD;
-    let lit = |n: &[u8]| text.windows(n.len()).any(|w| w == n);
-    lit(secret.as_bytes())
-        || (0..3).any(|k| {
-            let enc = e.encode(format!("{}{secret}", "\0".repeat(k)));
-            let inner = &enc.as_bytes()[(8 * k).div_ceil(6)..enc.len() - 2];
-            lit(inner)
-        })
 }
 
 /// The agent side: the gateway (mTLS listener, interception CA), its certificates, and the
@@ -288,18 +276,21 @@ fn git_clones_and_pushes_through_the_gateway_with_a_dummy_token() {
     let config = std::fs::read_to_string(clone_dir.join(".git/config")).unwrap();
     assert!(config.contains(GH_DUMMY), "{config}");
     agent_saw += &config;
-    assert!(!holds_any_form(agent_saw.as_bytes(), GH_REAL));
+    assert!(!any_decoding_holds(
+        agent_saw.as_bytes(),
+        GH_REAL.as_bytes()
+    ));
     for entry in walk(&clone_dir) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
-            !holds_any_form(&bytes, GH_REAL),
+            !any_decoding_holds(&bytes, GH_REAL.as_bytes()),
             "{} holds the real token",
             entry.display()
         );
     }
     let gw_out = format!("{}{}", agent.gw.stdout(), agent.gw.stderr());
     assert!(
-        !holds_any_form(gw_out.as_bytes(), GH_REAL),
+        !any_decoding_holds(gw_out.as_bytes(), GH_REAL.as_bytes()),
         "the gateway logged the token"
     );
 }
@@ -327,7 +318,7 @@ fn a_foreign_dummy_in_the_remote_url_is_refused_and_nothing_reaches_the_server()
     // the foreign dummy never arrives.
     let auths = server.auths();
     assert!(auths.iter().all(|a| a == "missing"), "{auths:?}");
-    assert!(!holds_any_form(text.as_bytes(), OPENAI_REAL));
+    assert!(!any_decoding_holds(text.as_bytes(), OPENAI_REAL.as_bytes()));
     let audit = agent.gw.stdout();
     assert!(audit.contains("credential_bound_elsewhere"), "{audit}");
 }

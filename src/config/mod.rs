@@ -123,6 +123,39 @@ pub struct Credential {
     pub real: Result<Arc<Secret>, String>,
     /// Indexes into [`Config::upstreams`]: the only upstreams this secret may be sent to.
     pub upstreams: Vec<usize>,
+    /// For a part of an `aws` credential (named `NAME.access_key_id`, `NAME.secret_access_key`,
+    /// `NAME.session_token`): which part, and the credential's name.
+    pub aws: Option<AwsPart>,
+}
+
+/// Which part of an `aws` credential a [`Credential`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsPart {
+    /// The name of the `aws` credential in the file.
+    pub group: String,
+    pub role: AwsRole,
+}
+
+/// The parts of an AWS key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsRole {
+    /// Sent in `Authorization` and presigned URLs; swapped when the request is signed again.
+    AccessKeyId,
+    /// Never sent: requests are signed with it.
+    SecretAccessKey,
+    /// `X-Amz-Security-Token` of temporary credentials.
+    SessionToken,
+}
+
+impl AwsRole {
+    /// The key of this part in the file.
+    pub fn key(self) -> &'static str {
+        match self {
+            AwsRole::AccessKeyId => "access_key_id",
+            AwsRole::SecretAccessKey => "secret_access_key",
+            AwsRole::SessionToken => "session_token",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -75,12 +75,32 @@ pub struct RawClientCert {
     pub key: PathBuf,
 }
 
+/// A credential: `kind: token` (the default) has `dummy` and `real`; `kind: aws` has
+/// `access_key_id`, `secret_access_key` and optionally `session_token`, each a dummy/real pair.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub dummy: Option<String>,
+    #[serde(default)]
+    pub real: Option<RawSecretSource>,
+    #[serde(default)]
+    pub access_key_id: Option<RawPair>,
+    #[serde(default)]
+    pub secret_access_key: Option<RawPair>,
+    #[serde(default)]
+    pub session_token: Option<RawPair>,
+    pub upstreams: Vec<String>,
+}
+
+/// One dummy/real pair of an `aws` credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPair {
     pub dummy: String,
     pub real: RawSecretSource,
-    pub upstreams: Vec<String>,
 }
 
 /// Exactly one of `env` and `file`. There is deliberately no way to write a real secret inline:

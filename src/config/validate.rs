@@ -763,67 +763,6 @@ fn check_credentials(
             ok = false;
             continue;
         };
-        let dummy = raw.dummy.into_bytes();
-        if let Err(msg) = check_dummy(&dummy) {
-            r.error(&p.key("dummy"), msg);
-            ok = false;
-        }
-        if let Some(other) = dummies.insert(dummy.clone(), name.clone()) {
-            r.error(
-                &p.key("dummy"),
-                format!("credential `{name}` has the same dummy as credential `{other}`; each dummy must be unique"),
-            );
-            ok = false;
-        }
-        // Dummies that contain one another would make one credential's placeholder a part of
-        // another's; leftmost-longest matching handles it, but it is always a mistake.
-        let source = match (raw.real.env, raw.real.file) {
-            (Some(env), None) => {
-                if env.is_empty() || env.contains('=') || env.contains('\0') {
-                    r.error(
-                        &p.key("real").key("env"),
-                        format!("`{env}` is not an environment variable name"),
-                    );
-                    ok = false;
-                }
-                SecretSource::Env(env)
-            }
-            (None, Some(file)) => SecretSource::File(resolve(base, &file)),
-            _ => {
-                r.error(
-                    &p.key("real"),
-                    "give exactly one of `env: VARIABLE` or `file: PATH` (secrets are never written in the config)",
-                );
-                ok = false;
-                continue;
-            }
-        };
-        let real = match source.load() {
-            Ok(s) => {
-                if s.ct_eq(&dummy) {
-                    r.error(
-                        &p.key("real"),
-                        format!("the real value of credential `{name}` equals its dummy"),
-                    );
-                    ok = false;
-                }
-                Ok(Arc::new(s))
-            }
-            Err(LoadError::Missing(msg)) => {
-                r.warn(
-                    &p.key("real"),
-                    format!(
-                        "credential `{name}` is unavailable ({msg}); requests that need it get 503"
-                    ),
-                );
-                Err(msg)
-            }
-            Err(LoadError::Unreadable(msg)) => {
-                r.error(&p.key("real"), msg);
-                ok = false;
-                Err(String::new())
-            }
-        };
         let mut ups = Vec::new();
         if raw.upstreams.is_empty() {
             r.error(
@@ -854,13 +793,105 @@ fn check_credentials(
                 }
             }
         }
-        out.push(Credential {
-            name,
-            dummy,
-            source,
-            real,
-            upstreams: ups,
-        });
+        // (part name, where in the file, dummy, real, AWS role)
+        let mut parts: Vec<(String, YamlPath, String, RawSecretSource, Option<AwsRole>)> =
+            Vec::new();
+        match raw.kind.as_deref().unwrap_or("token") {
+            "token" => {
+                let aws_keys = [
+                    ("access_key_id", raw.access_key_id.is_some()),
+                    ("secret_access_key", raw.secret_access_key.is_some()),
+                    ("session_token", raw.session_token.is_some()),
+                ];
+                for (key, present) in aws_keys {
+                    if present {
+                        r.error(
+                            &p.key(key),
+                            format!("`{key}` belongs to credentials of `kind: aws`"),
+                        );
+                        ok = false;
+                    }
+                }
+                match (raw.dummy, raw.real) {
+                    (Some(dummy), Some(real)) => {
+                        parts.push((name.clone(), p.clone(), dummy, real, None))
+                    }
+                    (dummy, _) => {
+                        let missing = if dummy.is_none() { "dummy" } else { "real" };
+                        r.error(&p, format!("credential `{name}` needs `{missing}`"));
+                        ok = false;
+                    }
+                }
+            }
+            "aws" => {
+                if raw.dummy.is_some() || raw.real.is_some() {
+                    r.error(
+                        &p,
+                        "a credential of `kind: aws` has `access_key_id`, `secret_access_key` and optionally `session_token`, each with `dummy` and `real`, instead of `dummy` and `real`",
+                    );
+                    ok = false;
+                }
+                let pairs = [
+                    (AwsRole::AccessKeyId, raw.access_key_id, true),
+                    (AwsRole::SecretAccessKey, raw.secret_access_key, true),
+                    (AwsRole::SessionToken, raw.session_token, false),
+                ];
+                for (role, pair, required) in pairs {
+                    match pair {
+                        Some(pair) => parts.push((
+                            format!("{name}.{}", role.key()),
+                            p.key(role.key()),
+                            pair.dummy,
+                            pair.real,
+                            Some(role),
+                        )),
+                        None if required => {
+                            r.error(
+                                &p,
+                                format!(
+                                    "credential `{name}` of `kind: aws` needs `{}`",
+                                    role.key()
+                                ),
+                            );
+                            ok = false;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            other => {
+                r.error(
+                    &p.key("kind"),
+                    format!(
+                        "unknown credential kind `{other}`; use `token` (the default) or `aws`"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        for (part_name, pp, dummy, real, role) in parts {
+            if out.iter().any(|c: &Credential| c.name == part_name) {
+                r.error(&pp, format!("credential name `{part_name}` is used twice"));
+                ok = false;
+            }
+            let Some((dummy, source, real)) =
+                check_pair(r, &pp, &part_name, dummy, real, &mut dummies, base)
+            else {
+                ok = false;
+                continue;
+            };
+            out.push(Credential {
+                name: part_name,
+                dummy,
+                source,
+                real,
+                upstreams: ups.clone(),
+                aws: role.map(|role| AwsPart {
+                    group: name.clone(),
+                    role,
+                }),
+            });
+        }
     }
     // A real value equal to another credential's dummy would be swapped back and forth.
     for a in &out {
@@ -880,6 +911,85 @@ fn check_credentials(
         }
     }
     ok.then_some(out)
+}
+
+/// A checked dummy, its secret's source, and the loaded secret (or why it is unavailable).
+type CheckedPair = (
+    Vec<u8>,
+    SecretSource,
+    Result<Arc<crate::secret::Secret>, String>,
+);
+
+/// One dummy/real pair at `p`: the dummy checked (and unique among `dummies`), the real value's
+/// source parsed and loaded. `None` after reporting an error.
+fn check_pair(
+    r: &mut Report<'_>,
+    p: &YamlPath,
+    name: &str,
+    dummy: String,
+    raw_real: RawSecretSource,
+    dummies: &mut HashMap<Vec<u8>, String>,
+    base: &Path,
+) -> Option<CheckedPair> {
+    let mut ok = true;
+    let dummy = dummy.into_bytes();
+    if let Err(msg) = check_dummy(&dummy) {
+        r.error(&p.key("dummy"), msg);
+        ok = false;
+    }
+    if let Some(other) = dummies.insert(dummy.clone(), name.to_owned()) {
+        r.error(
+            &p.key("dummy"),
+            format!("credential `{name}` has the same dummy as credential `{other}`; each dummy must be unique"),
+        );
+        ok = false;
+    }
+    let source = match (raw_real.env, raw_real.file) {
+        (Some(env), None) => {
+            if env.is_empty() || env.contains('=') || env.contains('\0') {
+                r.error(
+                    &p.key("real").key("env"),
+                    format!("`{env}` is not an environment variable name"),
+                );
+                ok = false;
+            }
+            SecretSource::Env(env)
+        }
+        (None, Some(file)) => SecretSource::File(resolve(base, &file)),
+        _ => {
+            r.error(
+                &p.key("real"),
+                "give exactly one of `env: VARIABLE` or `file: PATH` (secrets are never written in the config)",
+            );
+            return None;
+        }
+    };
+    let real = match source.load() {
+        Ok(s) => {
+            if s.ct_eq(&dummy) {
+                r.error(
+                    &p.key("real"),
+                    format!("the real value of credential `{name}` equals its dummy"),
+                );
+                ok = false;
+            }
+            Ok(Arc::new(s))
+        }
+        Err(LoadError::Missing(msg)) => {
+            r.warn(
+                &p.key("real"),
+                format!(
+                    "credential `{name}` is unavailable ({msg}); requests that need it get 503"
+                ),
+            );
+            Err(msg)
+        }
+        Err(LoadError::Unreadable(msg)) => {
+            r.error(&p.key("real"), msg);
+            return None;
+        }
+    };
+    ok.then_some((dummy, source, real))
 }
 
 /// A dummy goes into headers and URLs and is searched for in every request: it must be long

@@ -11,6 +11,7 @@
 //! The agent's original request header is never modified: Pingora's own error logs print it,
 //! and it holds only dummies.
 
+pub mod aws;
 pub mod headers;
 pub mod peer;
 pub mod request;
@@ -57,6 +58,11 @@ pub struct Ctx {
     upstream: Option<usize>,
     request_hits: Hits,
     request_body: Option<RewriteStream>,
+    /// An AWS-signed request whose body must be read before it can be signed again.
+    aws_pending: Option<aws::Pending>,
+    /// A body prepared whole (see `Prepared::body`), sent in place of the agent's.
+    body_replacement: Option<Bytes>,
+    replacing_body: bool,
     response: Option<BodyScrubber>,
     response_hits: Hits,
     refusal: Option<Refusal>,
@@ -78,6 +84,9 @@ impl ProxyHttp for Gateway {
             upstream: None,
             request_hits: Hits::new(),
             request_body: None,
+            aws_pending: None,
+            body_replacement: None,
+            replacing_body: false,
             response: None,
             response_hits: Hits::new(),
             refusal: None,
@@ -92,7 +101,13 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         metrics::in_flight(1);
         ctx.identity = client_identity(session);
-        match admit(session, ctx) {
+        let mut admitted = admit(session, ctx);
+        if admitted.is_ok() {
+            if let Some(pending) = ctx.aws_pending.take() {
+                admitted = finish_aws_with_body(session, ctx, &pending).await;
+            }
+        }
+        match admitted {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 respond(session, &refusal).await;
@@ -181,11 +196,16 @@ impl ProxyHttp for Gateway {
         if let Err(refusal) = request::apply_upstream(&ctx.policy, u, prepared, upstream_request) {
             return Err(refusal_error(&mut ctx.refusal, refusal));
         }
-        ctx.request_body = ctx
-            .policy
-            .upstream_rules
-            .get(u)
-            .map(|r| r.rewriter.stream());
+        ctx.body_replacement = prepared.body.clone();
+        ctx.replacing_body = prepared.body.is_some();
+        ctx.request_body = if ctx.replacing_body {
+            None
+        } else {
+            ctx.policy
+                .upstream_rules
+                .get(u)
+                .map(|r| r.rewriter.stream())
+        };
         Ok(())
     }
 
@@ -198,6 +218,16 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.replacing_body {
+            // The agent's body was read and checked in `request_filter`; Pingora replays it
+            // from its buffer, and the prepared body goes in its place.
+            *body = match ctx.body_replacement.take() {
+                Some(b) => Some(b),
+                None if end_of_stream => None,
+                None => Some(Bytes::new()),
+            };
+            return Ok(());
+        }
         let Some(stream) = ctx.request_body.as_mut() else {
             return Ok(());
         };
@@ -398,10 +428,86 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
             credential: None,
         });
     }
-    let (prepared, hits) = request::prepare(policy, route.upstream, req, &target.path_and_query)?;
+    let signed = aws::detect(policy, route.upstream, req, &target.path_and_query)?;
+    let (mut prepared, mut hits) =
+        request::prepare(policy, route.upstream, req, &target.path_and_query)?;
+    match signed {
+        Some(pending) if pending.needs_body() => ctx.aws_pending = Some(pending),
+        Some(pending) => aws::finish(
+            policy,
+            route.upstream,
+            &pending,
+            req,
+            &mut prepared,
+            None,
+            &mut hits,
+        )?,
+        None => {}
+    }
     ctx.request_hits = hits;
     ctx.prepared = Some(prepared);
     Ok(())
+}
+
+/// Reads the body of an AWS-signed request whose signature covers it (at most
+/// [`aws::MAX_SIGNED_BODY`]), then checks and signs it (see [`aws::finish`]).
+async fn finish_aws_with_body(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    pending: &aws::Pending,
+) -> std::result::Result<(), Refusal> {
+    // Pingora replays a request body it buffered (up to the same limit) to the upstream; the
+    // body filter swaps in the prepared one.
+    session.as_mut().enable_retry_buffering();
+    // A client that asked to wait for `100 Continue` (boto3 does for uploads) sends the body
+    // only after it; the upstream copy goes without `Expect` (see `apply_upstream`).
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && session.as_mut().write_continue_response().await.is_err() {
+        return Err(Refusal::new(400, "bad_request", "the client went away"));
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > aws::MAX_SIGNED_BODY {
+                    return Err(Refusal::new(
+                        413,
+                        "aws_signed_body_too_large",
+                        format!(
+                            "AWS Signature Version 4: a request signed over its body can be re-signed up to {} KiB; send larger uploads with x-amz-content-sha256: UNSIGNED-PAYLOAD (the S3 default over HTTPS)",
+                            aws::MAX_SIGNED_BODY / 1024
+                        ),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Refusal::new(
+                    400,
+                    "bad_request",
+                    "the request body could not be read",
+                ))
+            }
+        }
+    }
+    let (Some(u), Some(prepared)) = (ctx.upstream, ctx.prepared.as_mut()) else {
+        return Err(Refusal::new(500, "internal", "request not admitted"));
+    };
+    let req = session.req_header();
+    aws::finish(
+        &ctx.policy,
+        u,
+        pending,
+        req,
+        prepared,
+        Some(&body),
+        &mut ctx.request_hits,
+    )
 }
 
 /// Records an upstream failure for the metrics and the status page.

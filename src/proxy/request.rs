@@ -186,6 +186,9 @@ pub fn match_path(path_and_query: &[u8]) -> Result<Vec<u8>, Refusal> {
 pub struct Prepared {
     pub path_and_query: Vec<u8>,
     pub headers: HeaderChanges,
+    /// The whole body to send instead of streaming the agent's through the rewriter: set when
+    /// the body had to be read before the header could be made (AWS signatures over the body).
+    pub body: Option<bytes::Bytes>,
 }
 
 /// Rewrites every header value (and the credentials inside `Authorization: Basic`) and the path
@@ -219,7 +222,7 @@ pub fn prepare(
             "credential placeholders may appear in header values, not header names",
         ));
     }
-    let headers =
+    let mut headers =
         headers::rewrite_values(&req.headers, rw, &mut hits, true).map_err(|e| match e {
             HeaderError::Refused(r) => policy.request_refusal(upstream, &r),
             HeaderError::Invalid(name) => refuse(
@@ -228,7 +231,6 @@ pub fn prepare(
                 format!("a rewritten `{name}` header is not a valid header value"),
             ),
         })?;
-    let mut headers = headers;
     basic_auth(&req.headers, &mut headers, rw, &mut hits)
         .map_err(|r| policy.request_refusal(upstream, &r))?;
     let path_and_query = rw
@@ -239,6 +241,7 @@ pub fn prepare(
         Prepared {
             path_and_query,
             headers,
+            body: None,
         },
         hits,
     ))
@@ -287,7 +290,8 @@ fn basic_auth(
 /// Applies a [`Prepared`] request to the upstream copy of the header: origin-form target,
 /// rewritten values (for headers Pingora still forwards), `Host` set to the upstream, proxy
 /// headers removed, identity encoding asked for (so responses can be scanned), and
-/// `Content-Length` dropped when the body may change length (the body then goes chunked).
+/// `Content-Length` dropped when the body may change length (the body then goes chunked), or set
+/// to the length of a body prepared whole.
 ///
 /// # Errors
 /// A refusal when the target or a header cannot be set.
@@ -323,8 +327,18 @@ pub fn apply_upstream(
         .map_err(|_| refuse(502, "invalid_header", "cannot set Host"))?;
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")
         .map_err(|_| refuse(502, "invalid_header", "cannot set Accept-Encoding"))?;
-    if !rules.length_preserving {
-        req.remove_header(&http::header::CONTENT_LENGTH);
+    match &prepared.body {
+        Some(body) => {
+            // The body was read (and `100 Continue` answered) before the upstream was chosen.
+            req.remove_header(&http::header::EXPECT);
+            req.remove_header(&http::header::TRANSFER_ENCODING);
+            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+                .map_err(|_| refuse(502, "invalid_header", "cannot set Content-Length"))?;
+        }
+        None if !rules.length_preserving => {
+            req.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        None => {}
     }
     Ok(())
 }

@@ -1,0 +1,291 @@
+//! The AWS step of the request path: a request to an upstream bound to an `aws` credential that
+//! is signed (Signature Version 4) with that credential's dummy access key id is checked with the
+//! dummy secret, then signed again with the real key over exactly what the upstream receives.
+//!
+//! 1. [`detect`] (before anything is rewritten): finds the signature and the credential, and
+//!    learns which payload hash the signature covers. When that hash is of the body (a hex
+//!    `x-amz-content-sha256`, or a non-S3 request without it), the body must be read first.
+//! 2. [`finish`]: checks the body against its declared hash, checks the signature and the time,
+//!    rewrites the body (when it was read) with the upstream's rules, builds the upstream's copy
+//!    of the header exactly as [`super::request::apply_upstream`] will, signs it with the real
+//!    key and records the new `Authorization` (or presigned query), session token and payload
+//!    hash in the [`Prepared`] request.
+//!
+//! A request that does not verify is answered `403` and nothing is sent. Bodies that must be read
+//! are limited to [`MAX_SIGNED_BODY`] (Pingora replays at most that much of a request body).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+
+use super::request::{self, Prepared};
+use crate::aws::sigv4::{Keys, Payload, PayloadHash, RequestView, SigV4Error, SignedRequest};
+use crate::policy::{Policy, Refusal};
+use crate::rewrite::Hits;
+
+/// The largest body the gateway reads before signing (`413` above it): the signature covers
+/// the body's hash, which goes into the header, so the whole body is needed first.
+pub const MAX_SIGNED_BODY: usize = 64 * 1024;
+
+/// A request signed with an `aws` credential's dummy key, between [`detect`] and [`finish`].
+#[derive(Debug)]
+pub struct Pending {
+    /// Index into [`Policy::aws_keys`].
+    key: usize,
+    signed: SignedRequest,
+    payload: Payload,
+    /// The agent's origin-form path and query (what it signed).
+    path_and_query: Vec<u8>,
+}
+
+impl Pending {
+    /// Whether the signature covers the body's hash, so the body must be read before signing.
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self.payload,
+            Payload::HashBody | Payload::Declared(PayloadHash::Sha256(_))
+        )
+    }
+}
+
+fn refusal(e: &SigV4Error, credential: Option<usize>) -> Refusal {
+    let reason = match e.status() {
+        400 => "aws_signature_malformed",
+        403 => "aws_signature_invalid",
+        501 => "aws_signing_unsupported",
+        _ => "aws_misconfigured",
+    };
+    Refusal {
+        status: e.status(),
+        reason,
+        message: format!("AWS Signature Version 4: {e}"),
+        credential,
+    }
+}
+
+/// Header names and values of `req`, with `host` added from the URI's authority when the
+/// request has no `Host` header (HTTP/2).
+fn header_pairs(req: &RequestHeader) -> Vec<(&[u8], &[u8])> {
+    let mut pairs: Vec<(&[u8], &[u8])> = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    if !req.headers.contains_key(http::header::HOST) {
+        if let Some(a) = req.uri.authority() {
+            pairs.push((b"host", a.as_str().as_bytes()));
+        }
+    }
+    pairs
+}
+
+fn split_query(path_and_query: &[u8]) -> (&[u8], &[u8]) {
+    match path_and_query.iter().position(|&b| b == b'?') {
+        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..]),
+        None => (path_and_query, b""),
+    }
+}
+
+/// Finds a SigV4 signature made with the dummy access key id of an `aws` credential bound to
+/// `upstream`. `Ok(None)` when the upstream has no `aws` credential, the request is not signed,
+/// or it is signed with another key id (a dummy bound elsewhere is refused by the request rules).
+///
+/// # Errors
+/// A refusal (`400`, `501`) for a signature that cannot be read.
+pub fn detect(
+    policy: &Policy,
+    upstream: usize,
+    req: &RequestHeader,
+    path_and_query: &[u8],
+) -> Result<Option<Pending>, Refusal> {
+    if !policy.has_aws_key(upstream) {
+        return Ok(None);
+    }
+    let headers = header_pairs(req);
+    let (path, query) = split_query(path_and_query);
+    let view = RequestView {
+        method: req.method.as_str(),
+        path,
+        query,
+        headers: &headers,
+    };
+    let Some(signed) = SignedRequest::parse(&view).map_err(|e| refusal(&e, None))? else {
+        return Ok(None);
+    };
+    let Some(key) = policy.aws_key_for(upstream, &signed.scope.access_key_id) else {
+        return Ok(None);
+    };
+    let credential = policy.aws_keys.get(key).map(|k| k.access_key_id);
+    let payload = signed.payload(&view).map_err(|e| refusal(&e, credential))?;
+    Ok(Some(Pending {
+        key,
+        signed,
+        payload,
+        path_and_query: path_and_query.to_vec(),
+    }))
+}
+
+/// Real or dummy values of an `aws` credential's parts, or the refusal for one that is
+/// unavailable.
+struct KeyValues {
+    access_key_id: String,
+    secret: zeroize::Zeroizing<Vec<u8>>,
+    token: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+fn key_values(policy: &Policy, key: usize, real: bool) -> Result<KeyValues, Refusal> {
+    let aws = policy
+        .aws_keys
+        .get(key)
+        .ok_or_else(|| Refusal::new(500, "internal", "unknown AWS credential"))?;
+    let value = |idx: usize| -> Result<zeroize::Zeroizing<Vec<u8>>, Refusal> {
+        let cred = policy
+            .config
+            .credentials
+            .get(idx)
+            .ok_or_else(|| Refusal::new(500, "internal", "unknown credential"))?;
+        if !real {
+            return Ok(zeroize::Zeroizing::new(cred.dummy.clone()));
+        }
+        match &cred.real {
+            Ok(secret) => Ok(zeroize::Zeroizing::new(secret.expose().to_vec())),
+            Err(why) => Err(Refusal {
+                status: 503,
+                reason: "credential_unavailable",
+                message: format!(
+                    "credential `{}` is unavailable on this gateway: {why}",
+                    cred.name
+                ),
+                credential: Some(idx),
+            }),
+        }
+    };
+    let id = value(aws.access_key_id)?;
+    Ok(KeyValues {
+        access_key_id: String::from_utf8(id.to_vec()).map_err(|_| {
+            Refusal::new(
+                500,
+                "aws_misconfigured",
+                format!("the access key id of credential `{}` is not text", aws.name),
+            )
+        })?,
+        secret: value(aws.secret_access_key)?,
+        token: aws.session_token.map(value).transpose()?,
+    })
+}
+
+impl KeyValues {
+    fn keys(&self) -> Keys<'_> {
+        Keys {
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret,
+            session_token: self.token.as_deref().map(Vec::as_slice),
+        }
+    }
+}
+
+/// Checks the agent's signature with the dummy key (and `body` against its declared hash, when
+/// the body was read), rewrites `body` with the upstream's rules, and signs the upstream's copy
+/// of the request with the real key; the new header values, query and body go into `prepared`.
+///
+/// # Errors
+/// `403` when the body, signature, key id, session token or time does not check out; the
+/// request rules' refusals for the body; `503` when a real part is unavailable.
+pub fn finish(
+    policy: &Policy,
+    upstream: usize,
+    pending: &Pending,
+    req: &RequestHeader,
+    prepared: &mut Prepared,
+    body: Option<&[u8]>,
+    hits: &mut Hits,
+) -> Result<(), Refusal> {
+    let credential = policy.aws_keys.get(pending.key).map(|k| k.access_key_id);
+    let fail = |e: SigV4Error| refusal(&e, credential);
+    let headers = header_pairs(req);
+    let (path, query) = split_query(&pending.path_and_query);
+    let agent_view = RequestView {
+        method: req.method.as_str(),
+        path,
+        query,
+        headers: &headers,
+    };
+    let agent_hash = match (&pending.payload, body) {
+        (Payload::Declared(PayloadHash::Sha256(declared)), Some(b)) => {
+            if PayloadHash::of_body(b) != PayloadHash::Sha256(*declared) {
+                return Err(Refusal {
+                    status: 403,
+                    reason: "aws_signature_invalid",
+                    message: "AWS Signature Version 4: the body does not match the hash it was signed with (x-amz-content-sha256); it was altered after signing".into(),
+                    credential,
+                });
+            }
+            PayloadHash::Sha256(*declared)
+        }
+        (Payload::Declared(hash), _) => hash.clone(),
+        (Payload::HashBody, b) => PayloadHash::of_body(b.unwrap_or_default()),
+    };
+    let dummy = key_values(policy, pending.key, false)?;
+    pending
+        .signed
+        .verify(&agent_view, &agent_hash, &dummy.keys())
+        .map_err(fail)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    pending.signed.check_time(now).map_err(fail)?;
+    let real = key_values(policy, pending.key, true)?;
+
+    // The body the upstream receives, and the hash the new signature covers.
+    let upstream_hash = match body {
+        Some(b) => {
+            let rules = policy
+                .upstream_rules
+                .get(upstream)
+                .ok_or_else(|| Refusal::new(500, "internal", "unknown upstream"))?;
+            let new_body = rules
+                .rewriter
+                .rewrite(b, hits)
+                .map_err(|r| policy.request_refusal(upstream, &r))?
+                .into_owned();
+            let hash = PayloadHash::of_body(&new_body);
+            prepared.body = Some(Bytes::from(new_body));
+            hash
+        }
+        None => agent_hash,
+    };
+    let mut upstream_req = req.clone();
+    request::apply_upstream(policy, upstream, prepared, &mut upstream_req)?;
+    let up_headers = header_pairs(&upstream_req);
+    let raw = upstream_req.raw_path().to_vec();
+    let (up_path, up_query) = split_query(&raw);
+    let up_view = RequestView {
+        method: upstream_req.method.as_str(),
+        path: up_path,
+        query: up_query,
+        headers: &up_headers,
+    };
+    let resigned = pending
+        .signed
+        .resign(&up_view, &upstream_hash, &real.keys())
+        .map_err(fail)?;
+    for edit in resigned.headers {
+        let mut value = HeaderValue::from_bytes(&edit.value)
+            .map_err(|_| Refusal::new(502, "invalid_header", "cannot set a signed header"))?;
+        value.set_sensitive(true);
+        let name = http::HeaderName::from_static(edit.name);
+        match prepared.headers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => *values = vec![value],
+            None => prepared.headers.push((name, vec![value])),
+        }
+    }
+    if let Some(q) = resigned.query {
+        let mut pq = up_path.to_vec();
+        pq.push(b'?');
+        pq.extend_from_slice(&q);
+        prepared.path_and_query = pq;
+    }
+    Ok(())
+}
