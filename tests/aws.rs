@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
+use common::child::ServerProcess;
 use common::decode::any_decoding_holds;
 use common::gateway::GatewayProcess;
 use common::pki::TestPki;
@@ -34,51 +32,29 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The S3-like upstream, killed on drop.
+/// The S3-like upstream.
 struct S3 {
-    child: Child,
+    _server: ServerProcess,
     port: u16,
     ca: PathBuf,
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl S3 {
     fn start(dir: &Path) -> S3 {
         let pki_dir = dir.join("s3-pki");
         let pki = TestPki::new(&pki_dir);
-        let mut child = Command::new("python3")
-            .arg(script("sigv4_upstream.py"))
+        let mut cmd = Command::new("python3");
+        cmd.arg(script("sigv4_upstream.py"))
             .arg("--cert")
             .arg(pki.server_cert_path())
             .arg("--key")
             .arg(pki.server_key_path())
             .args(["--access-key-id", REAL_KEY_ID, "--secret-key", REAL_SECRET])
-            .args(["--session-token", REAL_TOKEN])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the S3 test upstream (python3 with botocore)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("PORT ") {
-                    let _ = tx.send(p.trim().parse::<u16>().unwrap());
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the S3 test upstream did not report its port");
+            .args(["--session-token", REAL_TOKEN]);
+        let server = ServerProcess::start(cmd, "the S3 test upstream (python3 with botocore)");
         S3 {
-            child,
-            port,
+            port: server.port,
+            _server: server,
             ca: pki.ca_path().to_owned(),
         }
     }

@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
+use common::child::ServerProcess;
 use common::decode::any_decoding_holds;
 use common::gateway::GatewayProcess;
 use common::pki::TestPki;
@@ -23,19 +21,11 @@ const OPENAI_DUMMY: &str = "sk-dummy-openai";
 const OPENAI_REAL: &str = "sk-real-OPENAI-7f3a9c1e5b2d4f6a8c0e";
 const USER: &str = "x-access-token";
 
-/// The git server: a child process, killed on drop.
+/// The git server.
 struct GitServer {
-    child: Child,
-    port: u16,
+    server: ServerProcess,
     stats: PathBuf,
     root: PathBuf,
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl GitServer {
@@ -44,8 +34,8 @@ impl GitServer {
         std::fs::create_dir_all(&root).unwrap();
         let stats = dir.join("stats.jsonl");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/git/git_http_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
             .arg("--cert")
             .arg(pki.server_cert_path())
             .arg("--key")
@@ -54,27 +44,9 @@ impl GitServer {
             .arg(&root)
             .args(["--user", USER, "--stats"])
             .arg(&stats)
-            .env("GIT_SERVER_TOKEN", GH_REAL)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the git server (python3)");
-        // Readiness: the server prints `PORT <n>` once it is listening.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("PORT ") {
-                    let _ = tx.send(p.trim().parse::<u16>().unwrap());
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the git server did not report its port");
+            .env("GIT_SERVER_TOKEN", GH_REAL);
         GitServer {
-            child,
-            port,
+            server: ServerProcess::start(cmd, "the git server (python3)"),
             stats,
             root,
         }
@@ -152,7 +124,7 @@ impl Agent {
              \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [github]\n\
              \x20 openai:\n    dummy: {OPENAI_DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [openai]\n\
              routes:\n  - host: git.test\n    upstream: github\n",
-            port = server.port,
+            port = server.server.port,
             ca = pki_dir.join("ca.crt").display(),
         );
         let gw = GatewayProcess::start_in(
@@ -221,14 +193,20 @@ fn seed_repository(server: &GitServer, scratch: &Path) {
     );
 }
 
-#[test]
-fn git_clones_and_pushes_through_the_gateway_with_a_dummy_token() {
+/// A git server with a seeded repository, and the agent's gateway in front of it.
+fn setup() -> (tempfile::TempDir, GitServer, Agent) {
     let tmp = tempfile::tempdir().unwrap();
     let pki_dir = tmp.path().join("server-pki");
     let pki = TestPki::new(&pki_dir);
     let server = GitServer::start(tmp.path(), &pki);
     seed_repository(&server, tmp.path());
     let agent = Agent::start(&server, &pki_dir);
+    (tmp, server, agent)
+}
+
+#[test]
+fn git_clones_and_pushes_through_the_gateway_with_a_dummy_token() {
+    let (tmp, server, agent) = setup();
 
     let url = format!("https://{USER}:{GH_DUMMY}@git.test/repo.git");
     let clone_dir = tmp.path().join("clone");
@@ -297,12 +275,7 @@ fn git_clones_and_pushes_through_the_gateway_with_a_dummy_token() {
 
 #[test]
 fn a_foreign_dummy_in_the_remote_url_is_refused_and_nothing_reaches_the_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki_dir = tmp.path().join("server-pki");
-    let pki = TestPki::new(&pki_dir);
-    let server = GitServer::start(tmp.path(), &pki);
-    seed_repository(&server, tmp.path());
-    let agent = Agent::start(&server, &pki_dir);
+    let (tmp, server, agent) = setup();
 
     // The OpenAI dummy is bound to another upstream: sending it to the git host is refused.
     let url = format!("https://{USER}:{OPENAI_DUMMY}@git.test/repo.git");

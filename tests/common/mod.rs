@@ -5,6 +5,7 @@
 //! it, so unused-item warnings are silenced here for the whole module.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod child;
 pub mod client;
 pub mod decode;
 pub mod gateway;
