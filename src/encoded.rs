@@ -216,12 +216,9 @@ pub fn rewrite_basic(
     rw: &Rewriter,
     hits: &mut Hits,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, Refused> {
-    let Some((scheme, rest)) = split_scheme(value) else {
+    let Some((scheme, rest)) = split_basic(value) else {
         return Ok(None);
     };
-    if !scheme.eq_ignore_ascii_case(b"basic") {
-        return Ok(None);
-    }
     let token = rest.trim_ascii();
     let Ok(decoded) = STANDARD.decode(token).map(Zeroizing::new) else {
         return Ok(None);
@@ -242,10 +239,19 @@ pub fn rewrite_basic(
     Ok(Some(out))
 }
 
-fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
+/// Whether an `Authorization` value uses the Basic scheme.
+pub fn is_basic(value: &[u8]) -> bool {
+    split_basic(value).is_some()
+}
+
+/// A Basic `Authorization` value cut into its scheme (as written) and credentials.
+fn split_basic(value: &[u8]) -> Option<(&[u8], &[u8])> {
     let value = value.trim_ascii_start();
     let space = value.iter().position(|&b| b == b' ')?;
-    Some((&value[..space], &value[space + 1..]))
+    let scheme = &value[..space];
+    scheme
+        .eq_ignore_ascii_case(b"basic")
+        .then(|| (scheme, &value[space + 1..]))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::config::{AwsRole, Config, Route};
+use crate::config::{AwsRole, Config, Credential, Route};
 use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
 use crate::rewrite::{Action, Refused, Rewriter, Rule};
@@ -222,21 +222,24 @@ impl Policy {
     /// id is `key_id`.
     pub fn aws_key_for(&self, upstream: usize, key_id: &str) -> Option<usize> {
         self.aws_keys.iter().position(|k| {
-            self.config
-                .credentials
-                .get(k.access_key_id)
-                .is_some_and(|c| c.dummy == key_id.as_bytes() && c.upstreams.contains(&upstream))
+            self.aws_key_id_if_bound(k, upstream)
+                .is_some_and(|c| c.dummy == key_id.as_bytes())
         })
     }
 
     /// Whether any `aws` credential is bound to `upstream`.
     pub fn has_aws_key(&self, upstream: usize) -> bool {
-        self.aws_keys.iter().any(|k| {
-            self.config
-                .credentials
-                .get(k.access_key_id)
-                .is_some_and(|c| c.upstreams.contains(&upstream))
-        })
+        self.aws_keys
+            .iter()
+            .any(|k| self.aws_key_id_if_bound(k, upstream).is_some())
+    }
+
+    /// The access key id part of `key`, when the key is bound to `upstream`.
+    fn aws_key_id_if_bound(&self, key: &AwsKey, upstream: usize) -> Option<&Credential> {
+        self.config
+            .credentials
+            .get(key.access_key_id)
+            .filter(|c| c.upstreams.contains(&upstream))
     }
 
     /// The route for a request to `host` (lower case), `port` (when the request names one) and

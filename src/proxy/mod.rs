@@ -60,9 +60,9 @@ pub struct Ctx {
     request_body: Option<RewriteStream>,
     /// An AWS-signed request whose body must be read before it can be signed again.
     aws_pending: Option<aws::Pending>,
-    /// A body prepared whole (see `Prepared::body`), sent in place of the agent's.
+    /// A body prepared whole (see `Prepared::body`), sent in place of the agent's; taken when
+    /// it is sent.
     body_replacement: Option<Bytes>,
-    replacing_body: bool,
     response: Option<BodyScrubber>,
     response_hits: Hits,
     refusal: Option<Refusal>,
@@ -86,7 +86,6 @@ impl ProxyHttp for Gateway {
             request_body: None,
             aws_pending: None,
             body_replacement: None,
-            replacing_body: false,
             response: None,
             response_hits: Hits::new(),
             refusal: None,
@@ -197,8 +196,7 @@ impl ProxyHttp for Gateway {
             return Err(refusal_error(&mut ctx.refusal, refusal));
         }
         ctx.body_replacement = prepared.body.clone();
-        ctx.replacing_body = prepared.body.is_some();
-        ctx.request_body = if ctx.replacing_body {
+        ctx.request_body = if prepared.body.is_some() {
             None
         } else {
             ctx.policy
@@ -218,7 +216,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.replacing_body {
+        if ctx.prepared.as_ref().is_some_and(|p| p.body.is_some()) {
             // The agent's body was read and checked in `request_filter`; Pingora replays it
             // from its buffer, and the prepared body goes in its place.
             *body = match ctx.body_replacement.take() {

@@ -257,6 +257,15 @@ fn basic_auth(
 ) -> Result<(), Refused> {
     let name = http::header::AUTHORIZATION;
     let changed = changes.iter().position(|(n, _)| *n == name);
+    let basic = |v: &HeaderValue| encoded::is_basic(v.as_bytes());
+    let any_basic = match changed {
+        Some(i) => changes[i].1.iter().any(basic),
+        None => original.get_all(&name).iter().any(basic),
+    };
+    if !any_basic {
+        // The common case: no allocation.
+        return Ok(());
+    }
     let current: Vec<HeaderValue> = match changed {
         Some(i) => changes[i].1.clone(),
         None => original.get_all(&name).iter().cloned().collect(),
