@@ -3,22 +3,43 @@
 //! refusal reason, bytes and duration. Never a secret, a dummy, a header value, a path or a
 //! query: an audit log is read by many people and kept for a long time.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora::proxy::Session;
 use pingora::Error;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::proxy::Ctx;
 use crate::rewrite::Hits;
 
 static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
-fn names(hits: &Hits, name: impl Fn(usize) -> Option<String>) -> Vec<String> {
-    let mut v: Vec<String> = hits.iter().filter_map(|(rule, _)| name(rule)).collect();
-    v.sort();
+/// One audit line of a request: borrowed names and numbers, serialized without building a map.
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    time: f64,
+    request_id: u64,
+    identity: Option<&'a str>,
+    method: &'a str,
+    route: Option<&'a str>,
+    upstream: Option<&'a str>,
+    status: Option<u16>,
+    refusal: Option<&'a str>,
+    refused_credential: Option<&'a str>,
+    credentials_in: Vec<&'a str>,
+    credentials_out: Vec<&'a str>,
+    bytes_in: usize,
+    bytes_out: usize,
+    duration_seconds: f64,
+    error: Option<&'a str>,
+}
+
+fn names<'a>(hits: &Hits, name: impl Fn(usize) -> Option<&'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = hits.iter().filter_map(|(rule, _)| name(rule)).collect();
+    v.sort_unstable();
     v.dedup();
     v
 }
@@ -28,38 +49,36 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let policy = ctx.policy();
     let config = &policy.config;
     let upstream = ctx.upstream();
-    let request_credentials = names(ctx.request_hits(), |rule| {
-        let (c, _) = *policy.upstream_rules.get(upstream?)?.rules.get(rule)?;
-        config.credentials.get(c).map(|c| c.name.clone())
-    });
-    let response_credentials = names(ctx.response_hits(), |rule| {
-        let c = *policy.response_rules.get(rule)?;
-        config.credentials.get(c).map(|c| c.name.clone())
-    });
+    let credential = |c: usize| config.credentials.get(c).map(|c| c.name.as_str());
     let route = ctx.route().and_then(|r| policy.route_label(r));
-    let status = ctx.answered_status(session);
-    let refused_credential = ctx
-        .refusal()
-        .and_then(|r| r.credential)
-        .and_then(|c| config.credentials.get(c))
-        .map(|c| c.name.clone());
-    emit(json!({
-        "time": now(),
-        "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
-        "identity": ctx.identity().and_then(|i| i.name()),
-        "method": session.req_header().method.as_str(),
-        "route": route,
-        "upstream": upstream.and_then(|u| config.upstreams.get(u)).map(|u| u.name.as_str()),
-        "status": status,
-        "refusal": ctx.refusal().map(|r| r.reason),
-        "refused_credential": refused_credential,
-        "credentials_in": request_credentials,
-        "credentials_out": response_credentials,
-        "bytes_in": session.body_bytes_read(),
-        "bytes_out": session.body_bytes_sent(),
-        "duration_seconds": ctx.started().elapsed().as_secs_f64(),
-        "error": e.map(|e| e.etype().as_str()),
-    }));
+    let identity = ctx.identity().and_then(|i| i.name());
+    emit(&RequestLine {
+        time: now(),
+        request_id: REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+        identity,
+        method: session.req_header().method.as_str(),
+        route,
+        upstream: upstream
+            .and_then(|u| config.upstreams.get(u))
+            .map(|u| u.name.as_str()),
+        status: ctx.answered_status(session),
+        refusal: ctx.refusal().map(|r| r.reason),
+        refused_credential: ctx
+            .refusal()
+            .and_then(|r| r.credential)
+            .and_then(credential),
+        credentials_in: names(ctx.request_hits(), |rule| {
+            let (c, _) = *policy.upstream_rules.get(upstream?)?.rules.get(rule)?;
+            credential(c)
+        }),
+        credentials_out: names(ctx.response_hits(), |rule| {
+            credential(*policy.response_rules.get(rule)?)
+        }),
+        bytes_in: session.body_bytes_read(),
+        bytes_out: session.body_bytes_sent(),
+        duration_seconds: ctx.started().elapsed().as_secs_f64(),
+        error: e.map(|e| e.etype().as_str()),
+    });
 }
 
 fn now() -> f64 {
@@ -69,15 +88,27 @@ fn now() -> f64 {
         .unwrap_or_default()
 }
 
-/// Writes one line; a failed write (closed stdout) is not the request's problem.
-fn emit(line: serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+thread_local! {
+    /// Each thread's line buffer, kept between lines.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes one line with one `write`; a failed write (closed stdout) is not the request's
+/// problem.
+fn emit(line: &impl Serialize) {
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        if serde_json::to_writer(&mut *buf, line).is_err() {
+            return;
+        }
+        buf.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(buf);
+    });
 }
 
 /// Writes the audit line for a `CONNECT` refused before any tunnel was opened.
 pub fn log_tunnel_refusal(host: &str, identity: Option<&crate::tls::ClientIdentity>, reason: &str) {
-    emit(json!({
+    emit(&serde_json::json!({
         "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
         "identity": identity.and_then(|i| i.name()),

@@ -2,8 +2,15 @@
 //! request, or what a client sent right after `CONNECT`), then reads on; it may also carry the
 //! tunnel's [`TunnelInfo`] as Pingora's proxy digest, which the TLS layer inside the tunnel
 //! passes through to the HTTP session.
+//!
+//! It also coalesces the end of a chunked response into one write: Pingora flushes the header
+//! of a response without `Content-Length`, every chunk and the last chunk separately (each a
+//! system call and a TCP segment), which is right while a response streams but wasteful once the
+//! rest of it is in hand. When the proxy knows that (see [`PrefixStream::coalesce_to_end`]),
+//! flushes are deferred until the last chunk (`0\r\n\r\n`) has been written.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,11 +26,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::TunnelInfo;
 
+/// The last chunk of a chunked body: after it, a response is complete.
+const LAST_CHUNK: &[u8; 5] = b"0\r\n\r\n";
+
 /// See the module documentation.
 pub struct PrefixStream {
     inner: Stream,
     prefix: Bytes,
     proxy_digest: Option<Arc<ProxyDigest>>,
+    /// Set by the proxy when the rest of a chunked response is in hand; cleared by the flush
+    /// that follows its last chunk.
+    coalescing: AtomicBool,
+    /// The last bytes written while coalescing (most recent last).
+    tail: [u8; LAST_CHUNK.len()],
 }
 
 impl std::fmt::Debug for PrefixStream {
@@ -41,7 +56,24 @@ impl PrefixStream {
             inner,
             prefix,
             proxy_digest: None,
+            coalescing: AtomicBool::new(false),
+            tail: [0; LAST_CHUNK.len()],
         }
+    }
+
+    /// Defers every flush until the last chunk of the current chunked response has been
+    /// written, so that what remains of the response leaves in one write. For the proxy, once
+    /// the end of a chunked response has been read from the upstream; never for a response
+    /// that is not chunked, whose end would then wait for the next write.
+    pub fn coalesce_to_end(&self) {
+        self.coalescing.store(true, Ordering::Relaxed);
+    }
+
+    fn remember(&mut self, written: &[u8]) {
+        let n = written.len().min(self.tail.len());
+        self.tail.rotate_left(n);
+        let keep = self.tail.len() - n;
+        self.tail[keep..].copy_from_slice(&written[written.len() - n..]);
     }
 
     /// As [`Self::new`], carrying `tunnel` as the proxy digest.
@@ -52,14 +84,12 @@ impl PrefixStream {
         let Ok(resp) = pingora::http::ResponseHeader::build(200, Some(0)) else {
             return Err(inner);
         };
-        Ok(Self {
-            inner,
-            prefix,
-            proxy_digest: Some(Arc::new(ProxyDigest::new(
-                Box::new(resp),
-                Some(Box::new(tunnel)),
-            ))),
-        })
+        let mut stream = Self::new(inner, prefix);
+        stream.proxy_digest = Some(Arc::new(ProxyDigest::new(
+            Box::new(resp),
+            Some(Box::new(tunnel)),
+        )));
+        Ok(stream)
     }
 }
 
@@ -85,9 +115,23 @@ impl AsyncWrite for PrefixStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            if self.coalescing.load(Ordering::Relaxed) {
+                self.remember(&buf[..n]);
+            }
+        }
+        written
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.coalescing.load(Ordering::Relaxed) {
+            if self.tail != *LAST_CHUNK {
+                // More of this response follows at once; the write buffer keeps it.
+                return Poll::Ready(Ok(()));
+            }
+            self.coalescing.store(false, Ordering::Relaxed);
+            self.tail = [0; LAST_CHUNK.len()];
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -98,7 +142,17 @@ impl AsyncWrite for PrefixStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = written {
+            if self.coalescing.load(Ordering::Relaxed) {
+                for b in bufs {
+                    let k = n.min(b.len());
+                    self.remember(&b[..k]);
+                    n -= k;
+                }
+            }
+        }
+        written
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

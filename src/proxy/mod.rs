@@ -29,6 +29,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit;
+use crate::connect::stream::PrefixStream;
 use crate::connect::TunnelInfo;
 use crate::metrics;
 use crate::policy::{Policy, Refusal};
@@ -69,6 +70,8 @@ pub struct Ctx {
     identity: Option<ClientIdentity>,
     /// When the upstream was chosen (for the upstream duration).
     upstream_started: Option<Instant>,
+    /// The response goes to the client chunked (HTTP/1.x).
+    chunked_response: bool,
 }
 
 #[async_trait]
@@ -91,6 +94,7 @@ impl ProxyHttp for Gateway {
             refusal: None,
             identity: None,
             upstream_started: None,
+            chunked_response: false,
         }
     }
 
@@ -285,8 +289,28 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Notes whether the response goes to the client chunked (Pingora has settled the framing
+    /// by now), for [`Self::response_body_filter`].
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.chunked_response = response
+            .headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+        Ok(())
+    }
+
     /// Scrubs each response body chunk as it arrives; SSE events go out at once unless their
-    /// tail could be the start of a real secret.
+    /// tail could be the start of a real secret. Once the end of a chunked response is in hand,
+    /// the rest of it leaves the gateway in one write ([`PrefixStream::coalesce_to_end`]).
     fn response_body_filter(
         &self,
         session: &mut Session,
@@ -300,6 +324,15 @@ impl ProxyHttp for Gateway {
         if let Some(scrubber) = ctx.response.as_mut() {
             if let Err(msg) = scrubber.chunk(body, end_of_stream) {
                 return Error::e_explain(ErrorType::HTTPStatus(502), msg);
+            }
+        }
+        if end_of_stream && ctx.chunked_response {
+            if let Some(stream) = session
+                .downstream_session
+                .stream()
+                .and_then(|s| s.as_any().downcast_ref::<PrefixStream>())
+            {
+                stream.coalesce_to_end();
             }
         }
         Ok(None)
