@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -20,6 +21,17 @@ use crate::proxy::Gateway;
 use crate::reload::{ConfigReload, Reloader};
 use crate::tls::ListenerTlsState;
 use pingora::services::background::background_service;
+
+/// Bytes each agent connection reads ahead from its socket. Pingora's default (64 KiB) is
+/// allocated for every connection and, once touched, stays resident: with a thousand idle
+/// keep-alive connections it was most of the gateway's memory. Plain HTTP/1 reads request
+/// heads and bodies into Pingora's own buffers, so it needs no read-ahead; TLS reads records
+/// of up to 16 KiB, and reading ahead by one record saves system calls on uploads.
+/// (`benches/compare`: idle connections and 10 MB uploads, docs/performance.md.)
+const PLAIN_READ_AHEAD: usize = 0;
+const TLS_READ_AHEAD: usize = 16 * 1024;
+/// Bytes written before a flush is forced: Pingora's default, one TCP segment.
+const WRITE_BUFFER: usize = 1460;
 
 /// Serves `loaded` until the process is told to stop.
 ///
@@ -74,7 +86,10 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     for l in &listeners {
         match &l.tls {
             None => {
-                proxy.add_tcp(&l.address.to_string());
+                proxy.add_listener(
+                    ListenerConfig::tcp(l.address.to_string())
+                        .l4_buffer(L4BufferSettings::new(PLAIN_READ_AHEAD, WRITE_BUFFER)),
+                );
                 log::info!("listener `{}` on {} (plain)", l.name, l.address);
             }
             Some(files) => {
@@ -83,7 +98,11 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
                 let settings = state
                     .settings()
                     .map_err(|e| format!("listener `{}`: {e}", l.name))?;
-                proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
+                proxy.add_listener(
+                    ListenerConfig::tcp(l.address.to_string())
+                        .tls(settings)
+                        .l4_buffer(L4BufferSettings::new(TLS_READ_AHEAD, WRITE_BUFFER)),
+                );
                 log::info!(
                     "listener `{}` on {} (TLS, client certificates {})",
                     l.name,
