@@ -657,3 +657,49 @@ fn regression_unresolvable_upstream_is_a_bad_gateway() {
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("the upstream could not be reached"), "{text}");
 }
+
+/// Data segments of each response on one kept-alive connection, read from the client socket's
+/// `TCP_INFO` (`tcpi_data_segs_in`, which pure ACKs do not count). Python, because reading
+/// `TCP_INFO` from Rust would take unsafe code.
+const SEGMENT_CLIENT: &str = r#"
+import socket, struct, sys
+port, host, path, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = socket.create_connection(("127.0.0.1", port))
+def data_segs_in():
+    return struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 152)[0]
+for _ in range(n):
+    before = data_segs_in()
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, host)).encode())
+    got = b""
+    while not got.endswith(b"\r\n0\r\n\r\n"):
+        d = s.recv(65536)
+        if not d:
+            sys.exit("connection closed after %r" % got)
+        got += d
+    head = got.split(b"\r\n\r\n")[0].decode().lower()
+    print(data_segs_in() - before, "chunked" if "transfer-encoding: chunked" in head else "not-chunked")
+"#;
+
+/// Regression: Pingora flushes the head of a response without `Content-Length`, each chunk and
+/// the last chunk on their own, so every small answer whose length the scrubber might change
+/// reached the agent as three TCP segments (three system calls, three wake-ups of the client).
+/// Once the end of such a response is in hand the gateway defers those flushes to the last
+/// chunk, and the answer leaves in one write.
+#[test]
+fn regression_small_chunked_response_leaves_in_one_segment() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway_for(&up);
+    let out = Command::new("python3")
+        .args(["-c", SEGMENT_CLIENT])
+        .arg(gw.listen.port().to_string())
+        .args(["api.test", "/body?text=hello%20agent", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    for line in lines {
+        assert_eq!(line, "1 chunked", "data segments per response: {line}");
+    }
+}
