@@ -695,7 +695,11 @@ fn regression_small_chunked_response_leaves_in_one_segment() {
         .args(["api.test", "/body?text=hello%20agent", "5"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = lines.lines().collect();
     assert_eq!(lines.len(), 5, "{lines:?}");

@@ -288,7 +288,8 @@ def report(results_path, meta_path, soak_secs):
     for line in open(meta_path):
         k, _, v = line.rstrip("\n").partition("\t")
         meta[k] = v
-    variants = ["direct", "nginx", "gateway", "mitmproxy"]
+    # "pingora": the framework's ceiling (small plain requests only), when it was built.
+    variants = ["direct", "nginx", "pingora", "gateway", "mitmproxy"]
 
     def pick(cell, variant, kind):
         return [r for r in rows if r["cell"] == cell and r["variant"] == variant and r["kind"] == kind]
@@ -469,6 +470,11 @@ def report(results_path, meta_path, soak_secs):
         c = "idle-" + tr
         check("idle %s: RSS with %s connections <= 1.5x nginx's" % (tr, meta.get("idle", "the")),
               div(get(c, "gateway", "after"), get(c, "nginx", "after")), lambda v: v <= 1.5, x)
+    pp = div(get("small-plain", "pingora", "rps"), get("small-plain", "nginx", "rps"))
+    if pp is not None:
+        print("- context: Pingora with default settings and no filters serves %s of nginx's small "
+              "plain requests/s; the gateway %s of that ceiling"
+              % (x(pp), x(div(get("small-plain", "gateway", "rps"), get("small-plain", "pingora", "rps")))))
     if soak:
         print("- soak: RSS slope %s KiB/min over %d s (no target value: flat is the goal)"
               % (soak["slope_kib_per_min"], soak_secs))

@@ -215,7 +215,20 @@ BENCH_SSE_PORT=$sse taskset -c "$PROXY_CPU" mitmdump -q --mode "reverse:http://1
 mp_pid=$!
 pids+=("$mp_pid")
 
-for p in "$up" "$ups" "$ng" "$ngs" "$gw" "$gws" "$mp"; do wait_port "$p" "a server of the run"; done
+# The framework's ceiling, when built (cargo build --release --example pingora_passthrough):
+# Pingora with default settings and no filters, for small plain requests only.
+pp_bin=$(dirname "$BIN")/examples/pingora_passthrough
+pp="" pp_pid=""
+if [ -x "$pp_bin" ]; then
+    pp=$(free_port)
+    taskset -c "$PROXY_CPU" "$pp_bin" "127.0.0.1:$pp" "127.0.0.1:$up" >"$work/pp.log" 2>&1 &
+    pp_pid=$!
+    pids+=("$pp_pid")
+else
+    log "no $pp_bin: the Pingora passthrough row is left out"
+fi
+
+for p in "$up" "$ups" "$ng" "$ngs" "$gw" "$gws" "$mp" $pp; do wait_port "$p" "a server of the run"; done
 
 # The processes whose CPU time and memory count for each variant.
 proc_pids() {
@@ -223,6 +236,7 @@ proc_pids() {
         nginx) echo "$ng_pid" "$(pgrep -P "$ng_pid" | tr '\n' ' ')" ;;
         gateway) echo "$gw_pid" ;;
         mitmproxy) echo "$mp_pid" ;;
+        pingora) echo "$pp_pid" ;;
     esac
 }
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
@@ -239,6 +253,7 @@ addr() {
         nginx-plain) echo "http $ng" ;;
         nginx-tls) echo "https $ngs" ;;
         gateway-plain) echo "http $gw" ;;
+        pingora-plain) echo "http $pp" ;;
         gateway-tls) echo "https $gws" ;;
         mitmproxy-plain | mitmproxy-tls) echo "$([ "$tr" = tls ] && echo https || echo http) $mp" ;;
     esac
@@ -308,14 +323,18 @@ done
 variants=(direct nginx gateway mitmproxy)
 proxies=(nginx gateway mitmproxy)
 log "warm-up"
-for v in "${variants[@]}"; do wrk_cell small plain "$v" 0 warmup 4 1 >/dev/null 2>&1; done
+small_plain=("${variants[@]}")
+[ -n "$pp" ] && small_plain+=(pingora)
+for v in "${small_plain[@]}"; do wrk_cell small plain "$v" 0 warmup 4 1 >/dev/null 2>&1; done
 : >"$results"
 for r in $(seq 1 "$ROUNDS"); do
     read -r -a order < <(rotate "$r" "${variants[@]}")
     read -r -a porder < <(rotate "$r" "${proxies[@]}")
     for tr in plain tls; do
-        for v in "${order[@]}"; do wrk_cell small "$tr" "$v" "$r" tput "$CONNS" "$SECS"; done
-        for v in "${order[@]}"; do wrk_cell small "$tr" "$v" "$r" lat 1 "$LAT_SECS"; done
+        small=("${order[@]}")
+        [ "$tr" = plain ] && read -r -a small < <(rotate "$r" "${small_plain[@]}")
+        for v in "${small[@]}"; do wrk_cell small "$tr" "$v" "$r" tput "$CONNS" "$SECS"; done
+        for v in "${small[@]}"; do wrk_cell small "$tr" "$v" "$r" lat 1 "$LAT_SECS"; done
         # Idle connections before the 10 MB bodies, whose buffers some proxies keep afterwards.
         for v in "${porder[@]}"; do idle_cell "$tr" "$v" "$r"; done
         for v in "${order[@]}"; do sse_cell "$tr" "$v" "$r"; done
