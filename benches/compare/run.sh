@@ -354,7 +354,9 @@ if [ "$SOAK_SECS" -gt 0 ]; then
     soak_pid=$!
     pids+=("$soak_pid")
     while kill -0 "$soak_pid" 2>/dev/null; do
-        echo "$(($(date +%s) - start)) $(awk '/^VmRSS/ { print $2 }' "/proc/$gw_pid/status")" >>"$work/soak"
+        sample="$(($(date +%s) - start)) $(awk '/^VmRSS/ { print $2 }' "/proc/$gw_pid/status")"
+        echo "$sample" >>"$work/soak"
+        log "soak: second and RSS KiB: $sample"
         sleep 5
     done
     soak=$(py slope "$work/soak")
