@@ -62,11 +62,14 @@ pub fn rewrite_values(
     Ok(changes)
 }
 
-/// Whether a header name holds a needle of `rw` (names cannot be rewritten); matches are
-/// counted in `hits`.
+/// Whether a header name holds a needle of `rw`, in any ASCII case (names cannot be rewritten,
+/// and an HTTP/1 name keeps the case it was written in); a match is counted in `hits`.
 pub fn name_matches(rw: &Rewriter, name: &HeaderName, hits: &mut Hits) -> bool {
-    !matches!(
-        rw.rewrite(name.as_str().as_bytes(), hits),
-        Ok(Cow::Borrowed(_))
-    )
+    match rw.find_ignoring_case(name.as_str().as_bytes()) {
+        Some(rule) => {
+            hits.add(rule);
+            true
+        }
+        None => false,
+    }
 }

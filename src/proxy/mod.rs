@@ -262,7 +262,9 @@ impl ProxyHttp for Gateway {
         if upstream_response.status.is_informational()
             && upstream_response.status != http::StatusCode::SWITCHING_PROTOCOLS
         {
-            return Ok(());
+            // `1xx` heads (`100 Continue`, `103 Early Hints`...) reach the agent too.
+            return response::scrub_head(&ctx.policy, upstream_response, &mut ctx.response_hits)
+                .map_err(|refusal| refusal_error(&mut ctx.refusal, refusal));
         }
         if let (Some(started), Some(up)) = (
             ctx.upstream_started.take(),
@@ -279,6 +281,7 @@ impl ProxyHttp for Gateway {
             &ctx.policy,
             upstream_response,
             head_request,
+            session.is_upgrade_req(),
             &mut ctx.response_hits,
         ) {
             Ok(scrubber) => {
@@ -336,6 +339,26 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(None)
+    }
+
+    /// Scrubs HTTP/2 trailers (HTTP/1.1 trailers never get here: Pingora discards them). The
+    /// body ended without an end-of-stream chunk, so what the body scrubber still holds is
+    /// emitted now; when there is any, Pingora writes it as the last body chunk *instead of*
+    /// the trailers (its hook has no way to send both), so the trailers are lost rather than the
+    /// body's last bytes. Never fails: Pingora forwards trailers unfiltered when this hook errs.
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        response::scrub_trailers(&ctx.policy, trailers, &mut ctx.response_hits);
+        let held = ctx
+            .response
+            .as_mut()
+            .map(BodyScrubber::flush)
+            .unwrap_or_default();
+        Ok((!held.is_empty()).then_some(held))
     }
 
     /// Answers a failed request. Refusals get their own status and message; other failures a
