@@ -742,6 +742,18 @@ fn chunked_trailer_carries_the_key() {
     ));
 }
 
+/// A chunk extension (`2;k=...`): clients that keep the raw framing (`curl --raw`) show it.
+#[test]
+fn chunk_extension_carries_the_key() {
+    run(Probe::h1(
+        "chunk_extension",
+        vec![text(&format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             2;k={REAL}\r\nok\r\n0\r\n\r\n"
+        ))],
+    ));
+}
+
 #[test]
 fn h2_trailer_grpc_message_carries_the_key() {
     let message = format!("invalid api key {REAL}");
