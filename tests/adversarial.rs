@@ -1014,3 +1014,116 @@ fn the_leak_finder_sees_through_what_the_probes_use() {
     ))
     .exists());
 }
+
+// ---- timing: when bytes arrive must not depend on the key ----------------------------------
+
+/// How long after the first body bytes each marker text reached the agent.
+struct Arrivals {
+    guess: std::time::Duration,
+    rest: std::time::Duration,
+}
+
+/// curl through `CONNECT` + mTLS (HTTP/1.1 inside the tunnel, unbuffered), reading its output
+/// as it comes: when did `guess` arrive, and when did the text after the upstream's pause?
+fn arrivals(s: &Setup, script: &str, guess: &str) -> Arrivals {
+    use std::io::BufRead as _;
+    use std::time::Instant;
+    let root = s.certs.join("root_ca.crt");
+    let mut child = Command::new("curl")
+        .args(["-sS", "-N", "--http1.1", "--max-time", "15", "--proxy"])
+        .arg(format!("https://127.0.0.1:{}", s.gw.listen.port()))
+        .arg("--proxy-cacert")
+        .arg(&root)
+        .arg("--proxy-cert")
+        .arg(s.certs.join("agent-1.crt"))
+        .arg("--proxy-key")
+        .arg(s.certs.join("agent-1.key"))
+        .arg("--cacert")
+        .arg(&root)
+        .arg(format!("https://api.test/h1/{script}"))
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let (mut start, mut guess_at, mut rest_at) = (None, None, None);
+    while rest_at.is_none() {
+        let buf = out.fill_buf().unwrap();
+        if buf.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        seen.extend_from_slice(buf);
+        let n = buf.len();
+        out.consume(n);
+        start.get_or_insert(now);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if guess_at.is_none() && (text.contains(guess) || text.contains(DUMMY)) {
+            guess_at = Some(now);
+        }
+        if text.contains("after the pause") {
+            rest_at = Some(now);
+        }
+    }
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let (Some(start), Some(guess_at), Some(rest_at)) = (start, guess_at, rest_at) else {
+        panic!("curl did not receive the whole answer: {text:?}");
+    };
+    Arrivals {
+        guess: guess_at - start,
+        rest: rest_at - start,
+    }
+}
+
+/// The hold-back timing side channel (issue: "4 characters took 41 requests"). An upstream
+/// streams text the agent chose, ending in a guess of the key's first characters, then pauses
+/// before the rest. The old rule held back exactly the tails that are prefixes of the real key,
+/// so a right guess arrived after the pause and a wrong one at once. Now a right guess and a
+/// wrong guess of the same character classes arrive at the same moment.
+#[test]
+fn streamed_guess_of_the_key_start_arrives_when_a_wrong_guess_does() {
+    const PAUSE: f64 = 0.8;
+    const REST: &str = " after the pause\n";
+    let right = &REAL[..14];
+    let wrong = "sk-Live-8eR4b0";
+    assert_ne!(right, wrong);
+    let s = setup();
+    for (name, guess) in [("guess-right", right), ("guess-wrong", wrong)] {
+        let first = format!("data: the key starts with {guess}");
+        let script = json!({ "h1": [
+            text("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            text(&format!("{:x}\r\n{first}\r\n", first.len())),
+            json!({ "pause": PAUSE }),
+            text(&format!("{:x}\r\n{REST}\r\n0\r\n\r\n", REST.len())),
+        ]});
+        std::fs::write(
+            s.work.path().join(format!("scripts/{name}.json")),
+            serde_json::to_vec(&script).unwrap(),
+        )
+        .unwrap();
+    }
+    // Interleaved rounds; what matters is how long each guess waited for the rest.
+    let mut waits: Vec<(f64, f64)> = Vec::new();
+    for _ in 0..3 {
+        let r = arrivals(&s, "guess-right", right);
+        let w = arrivals(&s, "guess-wrong", wrong);
+        waits.push((
+            (r.rest - r.guess).as_secs_f64(),
+            (w.rest - w.guess).as_secs_f64(),
+        ));
+    }
+    println!("seconds between the guess and the text after the pause (right, wrong): {waits:?}");
+    for (right_wait, wrong_wait) in &waits {
+        assert!(
+            (right_wait - wrong_wait).abs() < PAUSE / 2.0,
+            "a right guess and a wrong guess arrive at different times: {waits:?}"
+        );
+    }
+    let all = format!("{}{}", s.gw.stdout(), s.gw.stderr());
+    assert!(!all.contains(REAL));
+}
