@@ -20,7 +20,11 @@
 //! | percent-encoding of every byte, upper and lower hex | `%61%2F%62...` |
 //! | JSON string escapes: required only, and with `\/` | `a/b+c\"`, `a\/b+c\"` |
 //! | JSON `\u00XX` for every byte, and for every non-alphanumeric byte, lower and upper hex | `\u0061\u002f...` |
-//! | hex, lower and upper case, and lower case with a space between bytes | `612f622b...`, `61 2f 62 2b ...` |
+//! | percent-encoding keeping `/` (Python's `quote`), what `encodeURI` keeps, what `encodeURIComponent` keeps; each with upper and lower hex | `a/b%2Bc%22` |
+//! | percent-encoding applied twice | `a%252Fb%252Bc%2522` |
+//! | HTML character references: decimal, hex (both cases) for every non-alphanumeric byte; `&quot;`-style | `a&#47;b&#43;c&#34;` |
+//! | hex, lower and upper case, and with a space between bytes | `612f622b...`, `61 2f 62 2b ...` |
+//! | standard base64 wrapped at 64 or 76 columns with `\n` or `\r\n`, for each alignment and each column a break can fall at inside the value | `YS9i\nK2Mi` |
 //!
 //! Base64 inside a longer blob: the secret can start at any byte offset, so its characters
 //! depend on the offset modulo 3. Each alignment's needle holds only the characters whose six
@@ -28,6 +32,10 @@
 //! the neighbouring bytes, so they stay. After the swap the blob no longer decodes to anything
 //! that contains the real value (the edge characters keep at most 4 bits of its first and last
 //! byte), and the bytes after it may decode shifted when the dummy's length differs.
+//!
+//! Each form carries its public [`Shape`], which decides what a response stream holds back
+//! (see `rewrite::Shape`): a hold-back that depends on the value's bytes would tell an agent,
+//! by timing, which guesses of the value are right.
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;

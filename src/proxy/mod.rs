@@ -252,7 +252,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Scrubs response headers and sets up the body scrubber (decoding compressed bodies).
+    /// Scrubs every response head (`1xx` included: they reach the agent too) and, for the final
+    /// one, sets up the body scrubber (decoding compressed bodies); refuses an upgrade the
+    /// request did not ask for.
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -311,8 +313,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Scrubs each response body chunk as it arrives; SSE events go out at once unless their
-    /// tail could be the start of a real secret. Once the end of a chunked response is in hand,
+    /// Scrubs each response body chunk as it arrives; SSE events go out at once (a chunk's tail
+    /// is held back only when it has the public shape of a needle's start: see
+    /// `rewrite::Shape`). Once the end of a chunked response is in hand,
     /// the rest of it leaves the gateway in one write ([`PrefixStream::coalesce_to_end`]).
     fn response_body_filter(
         &self,

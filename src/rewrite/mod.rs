@@ -40,6 +40,18 @@
 //! aho-corasick's own `stream_replace_all` is not used: it pulls from a reader, supports only
 //! the standard match kind and scans byte by byte.
 //!
+//! # Public hold-back
+//!
+//! Holding exactly the tails that are prefixes of a needle is a timing oracle when the needles
+//! are secrets: an agent that makes an upstream stream chosen text would see a right guess of a
+//! key's first bytes delayed and a wrong one not. [`Rewriter::new_public`] compiles rules whose
+//! streams hold every tail that matches a needle's public [`Shape`] instead (any run of
+//! non-blank bytes shorter than the longest needle, and the hex-pair and wrapped-base64
+//! shapes): a superset of the exact tails, so the output bytes are the same, and a function of
+//! byte classes and needle lengths only (property-tested in `tests/rewrite_properties.rs`).
+//! Response rewriters use it; request rewriters, whose needles are dummies the agent knows,
+//! keep the exact rule.
+//!
 //! # Speed
 //!
 //! Matches are found by an aho-corasick leftmost-longest automaton behind a prefilter chosen for
