@@ -31,7 +31,7 @@ fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refu
 /// Scrubs the response headers and decides how the body is handled.
 ///
 /// Returns the body scrubber, or `None` for an upgraded (WebSocket) response, whose frames are
-/// passed through unscanned (only on routes that say `websocket: true`).
+/// scanned by [`super::ws`] instead.
 ///
 /// # Errors
 /// 502 when the body is compressed with an encoding the gateway cannot decode: such a body is
