@@ -324,7 +324,12 @@ mod tests {
             let got = check_101(*asked, r);
             assert_eq!(got.is_ok(), *ok, "{name}");
             if let Err(e) = got {
-                assert_eq!(e.reason, "websocket_handshake_refused", "{name}");
+                let want = if *asked {
+                    "websocket_handshake_refused"
+                } else {
+                    "unsolicited_upgrade"
+                };
+                assert_eq!(e.reason, want, "{name}");
             }
         }
     }
