@@ -20,7 +20,11 @@
 //! | percent-encoding of every byte, upper and lower hex | `%61%2F%62...` |
 //! | JSON string escapes: required only, and with `\/` | `a/b+c\"`, `a\/b+c\"` |
 //! | JSON `\u00XX` for every byte, and for every non-alphanumeric byte, lower and upper hex | `\u0061\u002f...` |
-//! | hex, lower and upper case, and lower case with a space between bytes | `612f622b...`, `61 2f 62 2b ...` |
+//! | percent-encoding keeping `/` (Python's `quote`), what `encodeURI` keeps, what `encodeURIComponent` keeps; each with upper and lower hex | `a/b%2Bc%22` |
+//! | percent-encoding applied twice | `a%252Fb%252Bc%2522` |
+//! | HTML character references: decimal, hex (both cases) for every non-alphanumeric byte; `&quot;`-style | `a&#47;b&#43;c&#34;` |
+//! | hex, lower and upper case, and with a space between bytes | `612f622b...`, `61 2f 62 2b ...` |
+//! | standard base64 wrapped at 64 or 76 columns with `\n` or `\r\n`, for each alignment and each column a break can fall at inside the value | `YS9i\nK2Mi` |
 //!
 //! Base64 inside a longer blob: the secret can start at any byte offset, so its characters
 //! depend on the offset modulo 3. Each alignment's needle holds only the characters whose six
@@ -28,12 +32,16 @@
 //! the neighbouring bytes, so they stay. After the swap the blob no longer decodes to anything
 //! that contains the real value (the edge characters keep at most 4 bits of its first and last
 //! byte), and the bytes after it may decode shifted when the dummy's length differs.
+//!
+//! Each form carries its public [`Shape`], which decides what a response stream holds back
+//! (see `rewrite::Shape`): a hold-back that depends on the value's bytes would tell an agent,
+//! by timing, which guesses of the value are right.
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::rewrite::{Hits, Refused, Rewriter};
+use crate::rewrite::{Hits, Refused, Rewriter, Shape};
 
 /// Encoded forms shorter than this are not scrubbed: they would match ordinary text by chance.
 /// The literal value is always scrubbed.
@@ -46,24 +54,45 @@ pub struct Form {
     pub encoding: &'static str,
     pub needle: Zeroizing<Vec<u8>>,
     pub replacement: Zeroizing<Vec<u8>>,
+    /// The needle's public shape, for the response stream's hold-back (see [`Shape`]).
+    pub shape: Shape,
 }
+
+/// Line widths of wrapped base64: PEM (RFC 7468) and MIME (RFC 2045, also Python's
+/// `base64.encodebytes`).
+pub const WRAP_WIDTHS: [usize; 2] = [64, 76];
 
 /// The encoded forms of `real` to scrub from responses (without the literal itself), each with
 /// the same encoding of `dummy`. Forms equal to the literal, to an earlier form, or shorter
 /// than [`MIN_FORM_LEN`] are left out.
 pub fn response_forms(real: &[u8], dummy: &[u8]) -> Vec<Form> {
     type Encode = fn(&[u8]) -> Zeroizing<Vec<u8>>;
-    let encodings: [(&'static str, Encode); 19] = [
+    let encodings: [(&'static str, Encode); 31] = [
         ("base64", |v| base64_inner(v, 0, false)),
         ("base64+1", |v| base64_inner(v, 1, false)),
         ("base64+2", |v| base64_inner(v, 2, false)),
         ("base64url", |v| base64_inner(v, 0, true)),
         ("base64url+1", |v| base64_inner(v, 1, true)),
         ("base64url+2", |v| base64_inner(v, 2, true)),
-        ("percent", |v| percent(v, false, UPPER)),
-        ("percent-lower", |v| percent(v, false, LOWER)),
-        ("percent-all", |v| percent(v, true, UPPER)),
-        ("percent-all-lower", |v| percent(v, true, LOWER)),
+        ("percent", |v| percent(v, UNRESERVED, UPPER)),
+        ("percent-lower", |v| percent(v, UNRESERVED, LOWER)),
+        ("percent-all", |v| percent(v, b"", UPPER)),
+        ("percent-all-lower", |v| percent(v, b"", LOWER)),
+        ("percent-keep-slash", |v| percent(v, KEEP_SLASH, UPPER)),
+        ("percent-keep-slash-lower", |v| {
+            percent(v, KEEP_SLASH, LOWER)
+        }),
+        ("percent-uri", |v| percent(v, ENCODE_URI, UPPER)),
+        ("percent-uri-lower", |v| percent(v, ENCODE_URI, LOWER)),
+        ("percent-component", |v| {
+            percent(v, ENCODE_URI_COMPONENT, UPPER)
+        }),
+        ("percent-component-lower", |v| {
+            percent(v, ENCODE_URI_COMPONENT, LOWER)
+        }),
+        ("percent-twice", |v| {
+            percent(&percent(v, UNRESERVED, UPPER), UNRESERVED, UPPER)
+        }),
         ("json", |v| json(v, false, Unicode::ControlOnly)),
         ("json-slash", |v| json(v, true, Unicode::ControlOnly)),
         ("json-u-all", |v| json(v, false, Unicode::All(LOWER))),
@@ -72,26 +101,144 @@ pub fn response_forms(real: &[u8], dummy: &[u8]) -> Vec<Form> {
         ("json-u-punct-upper", |v| {
             json(v, false, Unicode::NonAlnum(UPPER))
         }),
+        ("html-dec", |v| html(v, Entity::Decimal)),
+        ("html-hex", |v| html(v, Entity::Hex(LOWER))),
+        ("html-hex-upper", |v| html(v, Entity::Hex(UPPER))),
+        ("html-escape", |v| html(v, Entity::Minimal)),
         ("hex", |v| hex(v, LOWER, false)),
         ("hex-upper", |v| hex(v, UPPER, false)),
         ("hex-spaced", |v| hex(v, LOWER, true)),
+        ("hex-spaced-upper", |v| hex(v, UPPER, true)),
     ];
     let mut forms: Vec<Form> = Vec::new();
-    for (encoding, encode) in encodings {
-        let needle = encode(real);
-        if needle.len() < MIN_FORM_LEN
-            || needle.as_slice() == real
-            || forms.iter().any(|f| f.needle == needle)
+    let add = |forms: &mut Vec<Form>, form: Form| {
+        if form.needle.len() >= MIN_FORM_LEN
+            && form.needle.as_slice() != real
+            && !forms.iter().any(|f| f.needle == form.needle)
         {
-            continue;
+            forms.push(form);
         }
-        forms.push(Form {
-            encoding,
-            needle,
-            replacement: encode(dummy),
-        });
+    };
+    for (encoding, encode) in encodings {
+        let shape = if encoding.starts_with("hex-spaced") {
+            Shape::HexSpaced
+        } else {
+            Shape::Token
+        };
+        add(
+            &mut forms,
+            Form {
+                encoding,
+                needle: encode(real),
+                replacement: encode(dummy),
+                shape,
+            },
+        );
+    }
+    // Line-wrapped base64 (standard alphabet): the value's characters can start at any column,
+    // so one needle per column at which a line break falls inside them.
+    for align in 0..3 {
+        let inner = base64_inner(real, align, false);
+        let inner_dummy = base64_inner(dummy, align, false);
+        for width in WRAP_WIDTHS {
+            for crlf in [false, true] {
+                for column in 0..width {
+                    let Some(needle) = wrap(&inner, column, width, crlf) else {
+                        continue;
+                    };
+                    let replacement = wrap(&inner_dummy, column, width, crlf)
+                        .unwrap_or_else(|| inner_dummy.clone());
+                    add(
+                        &mut forms,
+                        Form {
+                            encoding: "base64-wrapped",
+                            needle,
+                            replacement,
+                            shape: Shape::Wrapped { width, crlf },
+                        },
+                    );
+                }
+            }
+        }
     }
     forms
+}
+
+/// `chars` with a line break before each character that falls at the start of a line, when the
+/// first character stands at `column` of a line `width` wide; `None` when no break falls inside.
+fn wrap(chars: &[u8], column: usize, width: usize, crlf: bool) -> Option<Zeroizing<Vec<u8>>> {
+    let breaks = (1..chars.len())
+        .filter(|i| (column + i) % width == 0)
+        .count();
+    if breaks == 0 {
+        return None;
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(chars.len() + 2 * breaks));
+    for (i, &c) in chars.iter().enumerate() {
+        if i > 0 && (column + i) % width == 0 {
+            if crlf {
+                out.push(b'\r');
+            }
+            out.push(b'\n');
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+/// Bytes RFC 3986 never needs to encode.
+const UNRESERVED: &[u8] = b"-._~";
+/// What Python's `urllib.parse.quote` keeps by default besides the unreserved bytes.
+const KEEP_SLASH: &[u8] = b"-._~/";
+/// What JavaScript's `encodeURI` keeps besides letters and digits.
+const ENCODE_URI: &[u8] = b"-._~;,/?:@&=+$!*'()#";
+/// What JavaScript's `encodeURIComponent` keeps besides letters and digits.
+const ENCODE_URI_COMPONENT: &[u8] = b"-._~!*'()";
+
+/// Which bytes an HTML encoder writes as character references.
+#[derive(Clone, Copy)]
+enum Entity {
+    /// `&amp; &lt; &gt; &quot; &#39;`, what template engines escape.
+    Minimal,
+    /// `&#NN;` for every ASCII byte that is not a letter or digit.
+    Decimal,
+    /// `&#xNN;` for every ASCII byte that is not a letter or digit.
+    Hex(&'static [u8; 16]),
+}
+
+fn html(value: &[u8], entity: Entity) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 6));
+    for &b in value {
+        let plain = b.is_ascii_alphanumeric() || !b.is_ascii();
+        match entity {
+            Entity::Minimal => match b {
+                b'&' => out.extend_from_slice(b"&amp;"),
+                b'<' => out.extend_from_slice(b"&lt;"),
+                b'>' => out.extend_from_slice(b"&gt;"),
+                b'"' => out.extend_from_slice(b"&quot;"),
+                b'\'' => out.extend_from_slice(b"&#39;"),
+                _ => out.push(b),
+            },
+            _ if plain => out.push(b),
+            Entity::Decimal => {
+                out.extend_from_slice(b"&#");
+                if b >= 100 {
+                    out.push(b'0' + b / 100);
+                }
+                if b >= 10 {
+                    out.push(b'0' + (b / 10) % 10);
+                }
+                out.push(b'0' + b % 10);
+                out.push(b';');
+            }
+            Entity::Hex(digits) => {
+                out.extend_from_slice(b"&#x");
+                push_hex(&mut out, b, digits);
+                out.push(b';');
+            }
+        }
+    }
+    out
 }
 
 const UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -137,11 +284,11 @@ fn hex(value: &[u8], digits: &[u8; 16], spaced: bool) -> Zeroizing<Vec<u8>> {
     out
 }
 
-/// Percent-encoding: of every byte outside RFC 3986's unreserved set, or of every byte.
-fn percent(value: &[u8], all: bool, digits: &[u8; 16]) -> Zeroizing<Vec<u8>> {
+/// Percent-encoding of every byte except ASCII letters, digits and the bytes in `keep`.
+fn percent(value: &[u8], keep: &[u8], digits: &[u8; 16]) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
     for &b in value {
-        if !all && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) {
+        if !keep.is_empty() && (b.is_ascii_alphanumeric() || keep.contains(&b)) {
             out.push(b);
         } else {
             out.push(b'%');

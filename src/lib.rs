@@ -12,6 +12,7 @@
 //! - [`policy`]: a config compiled into routes and rewriters.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`server`]: listeners, the admin endpoint and the process.
+//! - [`websocket`]: WebSocket frames scanned both ways on upgraded connections (no Pingora types).
 pub mod admin;
 pub mod audit;
 pub mod aws;
@@ -30,3 +31,4 @@ pub mod secret;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod websocket;

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::config::{AwsRole, Config, Credential, Route};
 use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
-use crate::rewrite::{Action, Refused, Rewriter, Rule};
+use crate::rewrite::{Action, Refused, Rewriter, Rule, Shape};
 
 /// Why a request rule refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +146,7 @@ impl Policy {
             }
         }
         let mut rules = Vec::new();
+        let mut shapes = Vec::new();
         let mut response_rules = Vec::new();
         let mut response_length_preserving = true;
         // Literal real values first (a duplicate among them is a configuration error), then
@@ -158,6 +159,8 @@ impl Policy {
                     needle: Zeroizing::new(real.expose().to_vec()),
                     action: Action::Replace(Zeroizing::new(cred.dummy.clone())),
                 });
+                // Real values hold no blank byte (checked when they are loaded).
+                shapes.push(Shape::Token);
                 response_rules.push(c);
             }
         }
@@ -173,10 +176,13 @@ impl Policy {
                     needle: form.needle,
                     action: Action::Replace(form.replacement),
                 });
+                shapes.push(form.shape);
                 response_rules.push(c);
             }
         }
-        let response = match Rewriter::new(rules) {
+        // Public hold-back: when scrubbed bytes reach the agent must not depend on a real
+        // value's bytes (see `rewrite::Shape`).
+        let response = match Rewriter::new_public(rules, &shapes) {
             Ok(rw) => Some(Arc::new(rw)),
             Err(e) => {
                 errors.push(format!("response rules: {e}"));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use proptest::prelude::*;
-use slapenir::rewrite::{Action, Hits, Rewriter, Rule};
+use slapenir::rewrite::{Action, Hits, Rewriter, Rule, Shape};
 use zeroize::Zeroizing;
 
 /// A rule as plain data: `replace: None` means refuse.
@@ -403,6 +403,167 @@ proptest! {
                 prop_assert!(!valid_set);
                 prop_assert_eq!(e.problems().len(), expected);
             }
+        }
+    }
+}
+
+/// A needle of a public shape, rendered from its parts.
+fn shaped_needle() -> impl Strategy<Value = (Vec<u8>, Shape)> {
+    let token = prop::collection::vec(
+        prop_oneof![Just(b'a'), Just(b'b'), Just(b'0'), Just(b'/'), Just(b'-')],
+        2..9,
+    )
+    .prop_map(|n| (n, Shape::Token));
+    let hex = prop::collection::vec(any::<u8>(), 1..4).prop_map(|bytes| {
+        let text: Vec<String> = bytes.iter().map(|b| format!("{:02x}", b % 0x20)).collect();
+        (text.join(" ").into_bytes(), Shape::HexSpaced)
+    });
+    let wrapped = (
+        prop::collection::vec(prop_oneof![Just(b'a'), Just(b'B'), Just(b'0')], 2..10),
+        2usize..5,
+        any::<usize>(),
+        any::<bool>(),
+    )
+        .prop_filter_map("a break inside", |(chars, width, column, crlf)| {
+            let column = column % width;
+            let mut out = Vec::new();
+            let mut breaks = 0;
+            for (i, &c) in chars.iter().enumerate() {
+                if i > 0 && (column + i) % width == 0 {
+                    out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                    breaks += 1;
+                }
+                out.push(c);
+            }
+            (breaks > 0).then_some((out, Shape::Wrapped { width, crlf }))
+        });
+    prop_oneof![token, hex, wrapped]
+}
+
+/// Shaped needles (each replaced by `R`), and an input of their fragments (whole needles too
+/// when `whole`) and stray bytes of every class (blank, hex digit, other base64, other).
+fn shaped_specs_and_input(whole: bool) -> impl Strategy<Value = (Vec<Spec>, Vec<Shape>, Vec<u8>)> {
+    (
+        prop::collection::vec(shaped_needle(), 1..5),
+        prop::collection::vec(
+            (
+                any::<usize>(),
+                any::<usize>(),
+                prop::collection::vec(
+                    prop_oneof![
+                        Just(b' '),
+                        Just(b'\n'),
+                        Just(b'\r'),
+                        Just(b'a'),
+                        Just(b'0'),
+                        Just(b'z'),
+                        Just(b'!')
+                    ],
+                    0..3,
+                ),
+            ),
+            0..14,
+        ),
+    )
+        .prop_map(move |(needles, parts)| {
+            let mut specs = Vec::new();
+            let mut shapes = Vec::new();
+            for (needle, shape) in needles {
+                if specs.iter().any(|s: &Spec| s.needle == needle) {
+                    continue;
+                }
+                specs.push(Spec {
+                    needle,
+                    replace: Some(b"R".to_vec()),
+                });
+                shapes.push(shape);
+            }
+            let mut input = Vec::new();
+            for (which, cut, stray) in parts {
+                let n = &specs[which % specs.len()].needle;
+                let len = if cut % 3 == 0 || !whole {
+                    cut % n.len()
+                } else {
+                    n.len()
+                };
+                input.extend_from_slice(&n[..len]);
+                input.extend_from_slice(&stray);
+            }
+            (specs, shapes, input)
+        })
+}
+
+/// The public class of a byte: what the public hold-back may look at.
+fn class(b: u8) -> u8 {
+    if b <= b' ' || b == 0x7f {
+        b
+    } else if b.is_ascii_hexdigit() {
+        b'h'
+    } else if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
+        b'B'
+    } else {
+        b'T'
+    }
+}
+
+/// Another byte of the same class, chosen by `seed`.
+fn same_class(b: u8, seed: u8) -> u8 {
+    let pick = |set: &[u8]| set[usize::from(seed) % set.len()];
+    match class(b) {
+        b'h' => pick(b"0123456789abcdefABCDEF"),
+        b'B' => pick(b"ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ+/"),
+        b'T' => pick(b"-_.~!#$%&*:;=?@^|"),
+        _ => b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// With a public hold-back, any chunking still gives one-shot replacement, and the held
+    /// tail always covers what could begin a match (it may hold more, never less).
+    #[test]
+    fn public_hold_back_streams_to_one_shot_and_covers_every_prefix(
+        (specs, shapes, input) in shaped_specs_and_input(true),
+        (sizes, tail) in chunking(),
+    ) {
+        let rw = Arc::new(Rewriter::new_public(rules(&specs), &shapes).unwrap());
+        let want = naive(&specs, &input);
+        prop_assert_eq!(&stream(&rw, &chunks(&input, &sizes, tail)), &want);
+        let mut s = rw.stream();
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for c in chunks(&input, &sizes, tail) {
+            s.push(c, &mut out).unwrap();
+            consumed += c.len();
+            prop_assert!(s.held_len() <= rw.max_needle_len().saturating_sub(1));
+            prop_assert!(s.held_len() >= naive_held(&specs, &input[..consumed]));
+        }
+    }
+
+    /// The timing side channel, closed: two inputs whose bytes have the same public classes,
+    /// neither holding a whole needle, are held back alike after every chunk — so a right guess
+    /// of a secret's first characters arrives exactly when a wrong one does.
+    #[test]
+    fn held_bytes_depend_on_public_classes_only(
+        (specs, shapes, input) in shaped_specs_and_input(false),
+        seeds in prop::collection::vec(any::<u8>(), 64),
+        (sizes, tail) in chunking(),
+    ) {
+        let other: Vec<u8> = input
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| same_class(b, seeds[i % seeds.len()]))
+            .collect();
+        let no_match = |x: &[u8]| naive(&specs, x).hits.iter().all(|&h| h == 0);
+        prop_assume!(no_match(&input) && no_match(&other));
+        let rw = Arc::new(Rewriter::new_public(rules(&specs), &shapes).unwrap());
+        let (mut a, mut b) = (rw.stream(), rw.stream());
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        for (ca, cb) in chunks(&input, &sizes, tail).into_iter().zip(chunks(&other, &sizes, tail)) {
+            a.push(ca, &mut out_a).unwrap();
+            b.push(cb, &mut out_b).unwrap();
+            prop_assert_eq!(a.held_len(), b.held_len());
         }
     }
 }

@@ -62,11 +62,53 @@ pub fn rewrite_values(
     Ok(changes)
 }
 
-/// Whether a header name holds a needle of `rw` (names cannot be rewritten); matches are
-/// counted in `hits`.
+/// Whether a header name holds a needle of `rw`, in any ASCII case (names cannot be rewritten,
+/// and an HTTP/1 name keeps the case it was written in); a match is counted in `hits`.
 pub fn name_matches(rw: &Rewriter, name: &HeaderName, hits: &mut Hits) -> bool {
-    !matches!(
-        rw.rewrite(name.as_str().as_bytes(), hits),
-        Ok(Cow::Borrowed(_))
-    )
+    match rw.find_ignoring_case(name.as_str().as_bytes()) {
+        Some(rule) => {
+            hits.add(rule);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::rewrite::{Action, Rule};
+    use zeroize::Zeroizing;
+
+    /// regression: names were lower-cased (as `HeaderName` stores them) and then matched
+    /// against needles in their own case, so a needle with upper-case letters never matched a
+    /// name: a dummy such as `sk-Dummy-X` passed the request guard as a header name, and a real
+    /// key with upper-case letters left as a response header name (written in its original
+    /// case to an HTTP/1.1 agent).
+    #[test]
+    fn header_names_match_needles_in_any_case() {
+        let rw = Rewriter::new(vec![Rule {
+            name: "openai".into(),
+            needle: Zeroizing::new(b"sk-Live-7fQ3a9Zc".to_vec()),
+            action: Action::Replace(Zeroizing::new(b"sk-dummy-openai".to_vec())),
+        }])
+        .unwrap();
+        let cases: &[(&str, &str, bool)] = &[
+            ("as written", "sk-Live-7fQ3a9Zc", true),
+            ("lower case", "sk-live-7fq3a9zc", true),
+            (
+                "upper case, inside a longer name",
+                "X-SK-LIVE-7FQ3A9ZC-Y",
+                true,
+            ),
+            ("another key", "sk-live-7fq3a9zd", false),
+        ];
+        for &(name, header, want) in cases {
+            let mut hits = Hits::new();
+            let header = HeaderName::from_bytes(header.as_bytes()).unwrap();
+            assert_eq!(name_matches(&rw, &header, &mut hits), want, "case {name}");
+            assert_eq!(hits.get(0), u64::from(want), "case {name}");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! before any upstream connection) → `upstream_peer` → `upstream_request_filter` (rewrite the
 //! upstream copy of the headers and URL) → `request_body_filter` per chunk → concurrently
 //! `upstream_response_filter` (scrub headers, set up decoding) → `response_body_filter` per
-//! chunk → `logging` (audit line).
+//! chunk → `logging` (audit line). After a WebSocket `101`, both body filters carry frames,
+//! which [`ws`] runs through scanners.
 //!
 //! The agent's original request header is never modified: Pingora's own error logs print it,
 //! and it holds only dummies.
@@ -16,6 +17,7 @@ pub mod headers;
 pub mod peer;
 pub mod request;
 pub mod response;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,6 +74,8 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     /// The response goes to the client chunked (HTTP/1.x).
     chunked_response: bool,
+    /// Set for an admitted WebSocket upgrade request: its frame scanners.
+    websocket: Option<ws::Streams>,
 }
 
 #[async_trait]
@@ -95,6 +99,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             upstream_started: None,
             chunked_response: false,
+            websocket: None,
         }
     }
 
@@ -208,14 +213,14 @@ impl ProxyHttp for Gateway {
                 .get(u)
                 .map(|r| r.rewriter.stream())
         };
-        Ok(())
+        ws::start_request(ctx, u)
     }
 
     /// Streams the request body through the rewriter. Bytes of a possibly unfinished dummy are
     /// held back (an empty chunk is sent meanwhile: `None` would end the upstream body).
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
@@ -229,6 +234,9 @@ impl ProxyHttp for Gateway {
                 None => Some(Bytes::new()),
             };
             return Ok(());
+        }
+        if ctx.websocket.is_some() {
+            return ws::request_chunk(ctx, session.was_upgraded(), body, end_of_stream);
         }
         let Some(stream) = ctx.request_body.as_mut() else {
             return Ok(());
@@ -252,7 +260,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Scrubs response headers and sets up the body scrubber (decoding compressed bodies).
+    /// Scrubs every response head (`1xx` included: they reach the agent too) and, for the final
+    /// one, sets up the body scrubber (decoding compressed bodies); refuses an upgrade the
+    /// request did not ask for.
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -262,7 +272,9 @@ impl ProxyHttp for Gateway {
         if upstream_response.status.is_informational()
             && upstream_response.status != http::StatusCode::SWITCHING_PROTOCOLS
         {
-            return Ok(());
+            // `1xx` heads (`100 Continue`, `103 Early Hints`...) reach the agent too.
+            return response::scrub_head(&ctx.policy, upstream_response, &mut ctx.response_hits)
+                .map_err(|refusal| refusal_error(&mut ctx.refusal, refusal));
         }
         if let (Some(started), Some(up)) = (
             ctx.upstream_started.take(),
@@ -272,6 +284,7 @@ impl ProxyHttp for Gateway {
             metrics::upstream_duration(&up.name, started.elapsed().as_secs_f64());
             crate::status::upstream_outcome(&up.name, true);
         }
+        ws::start_response(ctx, upstream_response)?;
         // The request body's dummies are all known by now or will be; the request hits are
         // final only at the end, so they are read in `logging`.
         let head_request = session.req_header().method == http::Method::HEAD;
@@ -279,6 +292,7 @@ impl ProxyHttp for Gateway {
             &ctx.policy,
             upstream_response,
             head_request,
+            session.is_upgrade_req(),
             &mut ctx.response_hits,
         ) {
             Ok(scrubber) => {
@@ -308,8 +322,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Scrubs each response body chunk as it arrives; SSE events go out at once unless their
-    /// tail could be the start of a real secret. Once the end of a chunked response is in hand,
+    /// Scrubs each response body chunk as it arrives; SSE events go out at once (a chunk's tail
+    /// is held back only when it has the public shape of a needle's start: see
+    /// `rewrite::Shape`). Once the end of a chunked response is in hand,
     /// the rest of it leaves the gateway in one write ([`PrefixStream::coalesce_to_end`]).
     fn response_body_filter(
         &self,
@@ -318,8 +333,12 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        if session.was_upgraded() {
+        if ws::response_chunk(ctx, body, end_of_stream)? {
             return Ok(None);
+        }
+        if session.was_upgraded() {
+            // Fail closed: an upgraded stream without a scanner is never passed on.
+            return Error::e_explain(ErrorType::HTTPStatus(502), "upgraded without a scanner");
         }
         if let Some(scrubber) = ctx.response.as_mut() {
             match scrubber.chunk(body, end_of_stream) {
@@ -342,6 +361,26 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(None)
+    }
+
+    /// Scrubs HTTP/2 trailers (HTTP/1.1 trailers never get here: Pingora discards them). The
+    /// body ended without an end-of-stream chunk, so what the body scrubber still holds is
+    /// emitted now; when there is any, Pingora writes it as the last body chunk *instead of*
+    /// the trailers (its hook has no way to send both), so the trailers are lost rather than the
+    /// body's last bytes. Never fails: Pingora forwards trailers unfiltered when this hook errs.
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        response::scrub_trailers(&ctx.policy, trailers, &mut ctx.response_hits);
+        let held = ctx
+            .response
+            .as_mut()
+            .map(BodyScrubber::flush)
+            .unwrap_or_default();
+        Ok((!held.is_empty()).then_some(held))
     }
 
     /// Answers a failed request. Refusals get their own status and message; other failures a
@@ -396,6 +435,7 @@ impl ProxyHttp for Gateway {
         if let Some(s) = ctx.request_body.as_ref() {
             ctx.request_hits.merge(s.hits());
         }
+        ws::merge_hits(ctx);
         audit::log_request(session, e, ctx);
         record_metrics(session, ctx);
     }
@@ -464,6 +504,10 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
             message: "protocol upgrades (WebSocket) are not allowed on this route; its traffic could not be scanned".into(),
             credential: None,
         });
+    }
+    if session.is_upgrade_req() {
+        ws::check_request(req)?;
+        ctx.websocket = Some(ws::Streams::default());
     }
     let signed = aws::detect(policy, route.upstream, req, &target.path_and_query)?;
     let (mut prepared, mut hits) =

@@ -26,6 +26,9 @@ const DROP_UPSTREAM: &[&str] = &[
     "proxy-authorization",
     "proxy-connection",
     "proxy-authenticate",
+    // The agent's offer of WebSocket extensions (permessage-deflate): the gateway scans frames
+    // and cannot scan compressed ones; without an offer the upstream may accept none.
+    "sec-websocket-extensions",
 ];
 
 fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {

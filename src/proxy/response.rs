@@ -7,11 +7,11 @@
 //! longest real secret); nothing waits for the end of the body.
 
 use bytes::Bytes;
-use http::header::HeaderName;
+use http::header::{HeaderMap, HeaderName};
 use pingora::http::ResponseHeader;
 
 use super::headers::{self, HeaderError};
-use crate::decode::{DecodeError, Decoder, Encoding};
+use crate::decode::{DecodeError, Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS};
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
 
@@ -56,40 +56,97 @@ fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refu
     Refusal::new(status, reason, message)
 }
 
-/// Scrubs the response headers and decides how the body is handled.
-///
-/// Returns the body scrubber, or `None` for an upgraded (WebSocket) response, whose frames are
-/// passed through unscanned (only on routes that say `websocket: true`).
+/// Scrubs a response head, whatever its status (`1xx` included): the reason phrase is replaced
+/// by the status code's standard one (it is free text an upstream can fill with anything), a
+/// header whose *name* holds a real secret in any letter case is dropped, and real secrets in
+/// values become their dummies.
 ///
 /// # Errors
-/// 502 when the body is compressed with an encoding the gateway cannot decode: such a body is
+/// 502 when a scrubbed value is not a valid header value.
+pub fn scrub_head(
+    policy: &Policy,
+    resp: &mut ResponseHeader,
+    hits: &mut Hits,
+) -> Result<(), Refusal> {
+    // `None` means the standard phrase (or none for an unregistered code); it cannot fail.
+    let _ = resp.set_reason_phrase(None);
+    scrub_headers(policy, resp, hits)
+}
+
+/// Scrubs response trailers in place, by the same rules as [`scrub_head`]. It cannot fail:
+/// Pingora forwards the trailers unchanged when its trailer hook fails, so a value that cannot
+/// be scrubbed into a valid header value is dropped instead.
+pub fn scrub_trailers(policy: &Policy, trailers: &mut HeaderMap, hits: &mut Hits) {
+    let rw = &policy.response;
+    let leaking: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|n| headers::name_matches(rw, n, hits))
+        .cloned()
+        .collect();
+    for name in &leaking {
+        trailers.remove(name);
+    }
+    let changes = match headers::rewrite_values(trailers, rw, hits, false) {
+        Ok(changes) => changes,
+        Err(HeaderError::Invalid(name)) => {
+            trailers.remove(&name);
+            return scrub_trailers(policy, trailers, hits);
+        }
+        Err(HeaderError::Refused(_)) => {
+            // The response rewriter has no refusing rules; drop everything if one ever did.
+            trailers.clear();
+            return;
+        }
+    };
+    for (name, values) in changes {
+        trailers.remove(&name);
+        for v in values {
+            trailers.append(name.clone(), v);
+        }
+    }
+}
+
+/// Scrubs the head of the final response (or a `101`) and decides how the body is handled.
+///
+/// Returns the body scrubber, or `None` for an accepted `101 Switching Protocols` (the upgraded
+/// stream is scanned frame by frame elsewhere).
+///
+/// # Errors
+/// 502 when the upstream switches protocols although the request asked for no upgrade, and
+/// when the body carries a content or transfer coding the gateway cannot decode: such a body is
 /// never passed through unscanned.
 pub fn prepare(
     policy: &Policy,
     resp: &mut ResponseHeader,
     head_request: bool,
+    upgrade_requested: bool,
     hits: &mut Hits,
 ) -> Result<Option<BodyScrubber>, Refusal> {
-    scrub_headers(policy, resp, hits)?;
+    scrub_head(policy, resp, hits)?;
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        if !upgrade_requested {
+            return Err(refuse(
+                502,
+                "unsolicited_upgrade",
+                "the upstream switched protocols although the request asked for no upgrade; what follows could not be scanned",
+            ));
+        }
         return Ok(None);
     }
-    let decoder = match resp.headers.get(http::header::CONTENT_ENCODING) {
-        None => None,
-        Some(v) => match Encoding::from_header(v.as_bytes()) {
-            Ok(None) => None,
-            Ok(Some(enc)) => Some(Decoder::new(enc).with_budget(policy.config.decoding)),
-            Err(e) => {
-                return Err(refuse(
-                    502,
-                    "compressed_body_refused",
-                    format!("the upstream sent a body the gateway cannot scan ({e})"),
-                ))
-            }
-        },
-    };
+    let (codings, transfer_coded) = body_codings(resp).map_err(|e| {
+        refuse(
+            502,
+            "compressed_body_refused",
+            format!("the upstream sent a body the gateway cannot scan ({e})"),
+        )
+    })?;
+    let decoder = Decoder::stacked(&codings).map(|d| d.with_budget(policy.config.decoding));
     if decoder.is_some() {
         resp.remove_header(&http::header::CONTENT_ENCODING);
+    }
+    if transfer_coded {
+        // Decoded here; Pingora frames the body for the agent again (chunked).
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
     }
     // A length the rewrite could change goes (the body is then sent chunked). An empty body,
     // or the length announced in answer to HEAD, cannot change: removing it would leave an
@@ -106,6 +163,39 @@ pub fn prepare(
         stream: policy.response.stream(),
         decoded: Vec::new(),
     }))
+}
+
+/// Every coding applied to the body, in the order applied: all `Content-Encoding` fields, then
+/// the codings of all `Transfer-Encoding` fields other than `chunked` (which Pingora removes).
+/// Also says whether a transfer coding was found.
+fn body_codings(resp: &ResponseHeader) -> Result<(Vec<Encoding>, bool), UnsupportedEncoding> {
+    let mut codings = Encoding::parse_list(
+        resp.headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )?;
+    let transfer: Vec<Vec<u8>> = resp
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .filter(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+                .collect::<Vec<_>>()
+                .join(&b',')
+        })
+        .collect();
+    let transfer = Encoding::parse_list(transfer.iter().map(Vec::as_slice))?;
+    let transfer_coded = !transfer.is_empty();
+    codings.extend(transfer);
+    if codings.len() > MAX_STACKED_CODINGS {
+        return Err(UnsupportedEncoding::TooMany {
+            count: codings.len(),
+        });
+    }
+    Ok((codings, transfer_coded))
 }
 
 fn empty_by_length(resp: &ResponseHeader) -> bool {

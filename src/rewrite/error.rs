@@ -87,6 +87,14 @@ pub enum Problem {
         /// Index and name of the rule whose replacement it is.
         replacement_of: (usize, Arc<str>),
     },
+    /// A needle does not have the public shape declared for it (see
+    /// [`Rewriter::new_public`](super::Rewriter::new_public)), or has none.
+    Shape {
+        /// Index of the rule.
+        rule: usize,
+        /// Name of the rule.
+        name: Arc<str>,
+    },
     /// The matcher could not be built (too many or too long needles).
     Automaton {
         /// What the matcher library reported; it names pattern indexes and lengths, not bytes.
@@ -120,6 +128,10 @@ impl fmt::Display for Problem {
                 f,
                 "rule `{}` (#{}): the value to find equals the replacement of rule `{}` (#{})",
                 needle_of.1, needle_of.0, replacement_of.1, replacement_of.0
+            ),
+            Problem::Shape { rule, name } => write!(
+                f,
+                "rule `{name}` (#{rule}): the value to find does not have its declared shape"
             ),
             Problem::Automaton { reason } => write!(f, "the matcher could not be built: {reason}"),
         }

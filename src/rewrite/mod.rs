@@ -40,6 +40,18 @@
 //! aho-corasick's own `stream_replace_all` is not used: it pulls from a reader, supports only
 //! the standard match kind and scans byte by byte.
 //!
+//! # Public hold-back
+//!
+//! Holding exactly the tails that are prefixes of a needle is a timing oracle when the needles
+//! are secrets: an agent that makes an upstream stream chosen text would see a right guess of a
+//! key's first bytes delayed and a wrong one not. [`Rewriter::new_public`] compiles rules whose
+//! streams hold every tail that matches a needle's public [`Shape`] instead (any run of
+//! non-blank bytes shorter than the longest needle, and the hex-pair and wrapped-base64
+//! shapes): a superset of the exact tails, so the output bytes are the same, and a function of
+//! byte classes and needle lengths only (property-tested in `tests/rewrite_properties.rs`).
+//! Response rewriters use it; request rewriters, whose needles are dummies the agent knows,
+//! keep the exact rule.
+//!
 //! # Speed
 //!
 //! Matches are found by an aho-corasick leftmost-longest automaton behind a prefilter chosen for
@@ -102,6 +114,7 @@
 mod error;
 mod hits;
 mod search;
+mod shape;
 mod stream;
 mod trie;
 
@@ -114,9 +127,11 @@ use zeroize::Zeroizing;
 
 pub use error::{CompileError, Problem, Refused};
 pub use hits::Hits;
+pub use shape::Shape;
 pub use stream::RewriteStream;
 
 use search::Finder;
+use shape::PublicHold;
 use trie::PrefixTrie;
 
 /// One credential to find, and what to do when it is found.
@@ -157,12 +172,27 @@ impl fmt::Debug for Action {
     }
 }
 
-/// A compiled set of rules: leftmost-longest matcher, prefix trie and actions.
+/// Which tail bytes a stream holds back (see the module documentation of `shape`).
+enum Hold {
+    /// Exactly the tails that are proper prefixes of a needle: for needles the agent knows
+    /// (dummies), where holding reveals nothing.
+    Exact(PrefixTrie),
+    /// Every tail that matches a needle's public shape: for real secrets, so that when bytes
+    /// arrive never depends on the secret's bytes.
+    Public(PublicHold),
+}
+
+/// A compiled set of rules: leftmost-longest matcher, hold-back rule and actions.
 ///
 /// Compiled once per configuration; `Send + Sync`, shared through an `Arc` by every stream.
 pub struct Rewriter {
     finder: Finder,
-    trie: PrefixTrie,
+    /// The needles that could be a header name (no blank byte), matched ignoring ASCII case:
+    /// HTTP/1 header names keep the case they were written in but compare without it.
+    name_finder: Option<aho_corasick::AhoCorasick>,
+    /// Rule index of each `name_finder` pattern.
+    name_rules: Vec<usize>,
+    hold: Hold,
     names: Vec<Arc<str>>,
     actions: Vec<Action>,
     max_len: usize,
@@ -188,7 +218,67 @@ impl Rewriter {
     /// in two rules, a needle equal to a replacement (another rule's or its own), or a rule set
     /// too large for the matcher.
     pub fn new(rules: Vec<Rule>) -> Result<Rewriter, CompileError> {
-        let problems = validate(&rules);
+        Rewriter::build(rules, None)
+    }
+
+    /// Compiles `rules` for a stream whose held-back bytes must not depend on the needles'
+    /// bytes: `shapes[i]` is the public [`Shape`] of rule `i`'s needle, and a stream holds every
+    /// tail that matches a shape, not only real prefixes (see [`Shape`]). For real secrets
+    /// scrubbed from responses.
+    ///
+    /// # Errors
+    ///
+    /// As [`Rewriter::new`], and [`Problem::Shape`] for a needle that does not have its declared
+    /// shape (or a missing shape).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use slapenir::rewrite::{Action, Rewriter, Rule, Shape};
+    /// use zeroize::Zeroizing;
+    ///
+    /// let rw = Arc::new(Rewriter::new_public(
+    ///     vec![Rule {
+    ///         name: "openai".into(),
+    ///         needle: Zeroizing::new(b"sk-live-0123".to_vec()),
+    ///         action: Action::Replace(Zeroizing::new(b"sk-dummy-xx".to_vec())),
+    ///     }],
+    ///     &[Shape::Token],
+    /// )?);
+    /// // A right guess and a wrong guess of the key's start are held alike.
+    /// for guess in [&b"say sk-li"[..], &b"say xq-zz"[..]] {
+    ///     let mut stream = rw.stream();
+    ///     let mut out = Vec::new();
+    ///     stream.push(guess, &mut out)?;
+    ///     assert_eq!(out, b"say ");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_public(rules: Vec<Rule>, shapes: &[Shape]) -> Result<Rewriter, CompileError> {
+        Rewriter::build(rules, Some(shapes))
+    }
+
+    fn build(rules: Vec<Rule>, shapes: Option<&[Shape]>) -> Result<Rewriter, CompileError> {
+        let mut problems = validate(&rules);
+        let needles: Vec<&[u8]> = rules.iter().map(|r| r.needle.as_slice()).collect();
+        let public = match shapes {
+            None => None,
+            Some(shapes) => match PublicHold::new(&needles, shapes) {
+                Ok(hold) => Some(hold),
+                Err(bad) => {
+                    problems.extend(bad.into_iter().map(|i| {
+                        Problem::Shape {
+                            rule: i,
+                            name: rules
+                                .get(i)
+                                .map_or_else(|| "".into(), |r| Arc::clone(&r.name)),
+                        }
+                    }));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(CompileError::new(problems));
         }
@@ -198,18 +288,41 @@ impl Rewriter {
                 reason: format!("needles total {total_len} bytes, more than the trie can index"),
             }]));
         }
-        let needles: Vec<&[u8]> = rules.iter().map(|r| r.needle.as_slice()).collect();
         let finder = Finder::new(&needles).map_err(|e| {
             CompileError::new(vec![Problem::Automaton {
                 reason: e.to_string(),
             }])
         })?;
-        let trie = PrefixTrie::new(needles.iter().copied());
+        let name_rules: Vec<usize> = (0..needles.len())
+            .filter(|&i| !needles[i].iter().any(|&b| shape::is_blank(b)))
+            .collect();
+        let name_finder = if name_rules.is_empty() {
+            None
+        } else {
+            let patterns = name_rules.iter().map(|&i| needles[i]);
+            Some(
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(patterns)
+                    .map_err(|e| {
+                        CompileError::new(vec![Problem::Automaton {
+                            reason: e.to_string(),
+                        }])
+                    })?,
+            )
+        };
+        let hold = match public {
+            Some(p) => Hold::Public(p),
+            None => Hold::Exact(PrefixTrie::new(needles.iter().copied())),
+        };
         let max_len = rules.iter().map(|r| r.needle.len()).max().unwrap_or(0);
+        drop(needles);
         let (names, actions) = rules.into_iter().map(|r| (r.name, r.action)).unzip();
         Ok(Rewriter {
             finder,
-            trie,
+            name_finder,
+            name_rules,
+            hold,
             names,
             actions,
             max_len,
@@ -242,8 +355,14 @@ impl Rewriter {
                 Action::Refuse => 0,
             })
             .sum();
+        let hold = match &self.hold {
+            Hold::Exact(trie) => trie.heap_bytes(),
+            Hold::Public(_) => 0,
+        };
         self.finder.memory_usage()
-            + self.trie.heap_bytes()
+            + self.name_finder.as_ref().map_or(0, |f| f.memory_usage())
+            + self.name_rules.capacity() * std::mem::size_of::<usize>()
+            + hold
             + self.names.capacity() * std::mem::size_of::<Arc<str>>()
             + self.actions.capacity() * std::mem::size_of::<Action>()
             + replacements
@@ -298,6 +417,14 @@ impl Rewriter {
         }
         out.extend_from_slice(&input[pos..]);
         Ok(Cow::Owned(out))
+    }
+
+    /// The rule of the first needle found in `name` when ASCII case is ignored, for header names:
+    /// they are compared without case, and a name may keep the case it was written in on its
+    /// way to the other side. Needles holding blank bytes never fit a name and are not searched.
+    pub fn find_ignoring_case(&self, name: &[u8]) -> Option<usize> {
+        let m = self.name_finder.as_ref()?.find(name)?;
+        self.name_rules.get(m.pattern().as_usize()).copied()
     }
 
     /// A new stream state for one body, sharing this rewriter.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use zeroize::{Zeroize, Zeroizing};
 
+use super::shape::PublicHold;
 use super::trie::ROOT;
-use super::{Hits, Refused, Rewriter};
+use super::{Hits, Hold, Refused, Rewriter};
 
 /// Rewrites one body, chunk by chunk; see the [module documentation](super).
 ///
@@ -159,9 +160,10 @@ impl RewriteStream {
 /// `t`: the start of the tail to hold (`w.len()` when nothing needs holding).
 ///
 /// `t` is the earliest position `>= pos` (past the last committed match) where `w[t..]` is a
-/// proper prefix of a needle. A match `(s, e)` with `s < t` is final: an earlier match would lie
-/// inside `w` or start at a proper-prefix tail before `t`; a longer one at `s` would make `s`
-/// such a tail.
+/// proper prefix of a needle — or, with a public hold-back, matches a needle's shape, which
+/// every proper prefix does, so `t` is only ever earlier. A match `(s, e)` with `s < t` is final:
+/// an earlier match would lie inside `w` or start at a proper-prefix tail before `t`; a longer
+/// one at `s` would make `s` such a tail.
 fn commit_final(
     rw: &Rewriter,
     w: &[u8],
@@ -169,30 +171,71 @@ fn commit_final(
     out: &mut Vec<u8>,
     hits: &mut Hits,
 ) -> Result<usize, Refused> {
-    let n = w.len();
-    // Proper prefixes are shorter than the longest needle, so only this tail can hold one.
-    let from = pos.max(n.saturating_sub(rw.max_len.saturating_sub(1)));
-    let mut open = rw.trie.longest_open_suffix(&w[from..]);
-    // Earliest open tail at or after `pos`; the root (depth 0) stands for "none" at `n`.
-    let mut t = n - rw.trie.depth(open);
+    let mut tails = OpenTails::new(rw, w, pos);
+    let mut t = tails.earliest_at_or_after(pos);
     while let Some(m) = rw.finder.find(w, pos) {
-        while t < pos && open != ROOT {
-            open = rw.trie.next_open(open);
-            t = n - rw.trie.depth(open);
-        }
         if m.start() >= t {
             break;
         }
         out.extend_from_slice(&w[pos..m.start()]);
         rw.apply(m.pattern().as_usize(), out, hits)?;
         pos = m.end();
-    }
-    while t < pos && open != ROOT {
-        open = rw.trie.next_open(open);
-        t = n - rw.trie.depth(open);
+        t = tails.earliest_at_or_after(pos);
     }
     out.extend_from_slice(&w[pos..t]);
     Ok(t)
+}
+
+/// The open tails of a window (those that may begin a needle), earliest first, under the
+/// rewriter's hold-back rule.
+enum OpenTails<'a> {
+    /// Walks the prefix trie's failure chain of the window's longest open suffix.
+    Exact {
+        rw: &'a Rewriter,
+        n: usize,
+        open: u32,
+    },
+    /// Asks the public shapes again from each position.
+    Public { hold: &'a PublicHold, w: &'a [u8] },
+}
+
+impl<'a> OpenTails<'a> {
+    fn new(rw: &'a Rewriter, w: &'a [u8], pos: usize) -> OpenTails<'a> {
+        match &rw.hold {
+            Hold::Exact(trie) => {
+                let n = w.len();
+                // Proper prefixes are shorter than the longest needle, so only this tail can
+                // hold one.
+                let from = pos.max(n.saturating_sub(rw.max_len.saturating_sub(1)));
+                OpenTails::Exact {
+                    rw,
+                    n,
+                    open: trie.longest_open_suffix(&w[from..]),
+                }
+            }
+            Hold::Public(hold) => OpenTails::Public { hold, w },
+        }
+    }
+
+    /// The earliest open tail at or after `pos`; the window's length when there is none.
+    /// Calls come with `pos` not decreasing.
+    fn earliest_at_or_after(&mut self, pos: usize) -> usize {
+        match self {
+            OpenTails::Exact { rw, n, open } => {
+                let Hold::Exact(trie) = &rw.hold else {
+                    return *n;
+                };
+                // The root (depth 0) stands for "none" at `n`.
+                let mut t = *n - trie.depth(*open);
+                while t < pos && *open != ROOT {
+                    *open = trie.next_open(*open);
+                    t = *n - trie.depth(*open);
+                }
+                t
+            }
+            OpenTails::Public { hold, w } => hold.earliest_open(w, pos),
+        }
+    }
 }
 
 /// Commits the matches of window `w` that start before `limit`, appends everything up to
