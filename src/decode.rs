@@ -18,13 +18,37 @@
 //!
 //! # Memory
 //!
-//! Nothing is buffered across pushes except the codec's own state: the 32 KiB window of
-//! gzip/deflate, brotli's window (at most 16 MiB, the format's limit without the large-window
-//! extension), and zstd's window, capped at 8 MiB ([`ZSTD_WINDOW_LOG_MAX`], the limit RFC 9659
-//! sets for `zstd` as an HTTP content coding; a frame asking for more is refused). Stacked codings
-//! are limited to [`MAX_STACKED_CODINGS`] so a header cannot make the gateway allocate one codec
-//! state per token. The decoded size is deliberately not capped relative to the input: bodies may
-//! be huge, and they are streamed, not held.
+//! A compressed body is an amplifier: 127 KiB of gzip can inflate to 128 MiB, and the agent can
+//! arrange for an upstream to send one (store a bomb, then download it). So the decoded output
+//! is bounded *while* it is produced, by a [`Budget`]:
+//!
+//! - one [`Decoder::push`] of `n` compressed bytes may produce at most
+//!   `max_ratio × n + STEP_SLACK` decoded bytes ([`Budget::step_limit`]; [`STEP_SLACK`] is
+//!   1 MiB, so small reads of legitimately dense data pass), and [`Decoder::finish`] at most
+//!   [`STEP_SLACK`];
+//! - the whole body may decode to at most `max_bytes`.
+//!
+//! Beyond either, decoding fails with [`DecodeErrorKind::RatioExceeded`] or
+//! [`DecodeErrorKind::SizeExceeded`] ([`DecodeError::is_over_budget`]). The limits are checked
+//! as the codec produces output, never after the fact: every codec writes through a fixed
+//! scratch buffer of at most [`CHUNK`] bytes (flate2's own buffer is 32 KiB; brotli and zstd
+//! are driven through their output-bounded streaming calls), and each scratch load is counted
+//! before it is appended. So a bomb is detected before `out` grows past the limit, and `out`'s
+//! capacity never grows past what was in it plus the step limit.
+//!
+//! Stacked codings run as a pipeline, not stage by stage: each scratch load of an outer stage
+//! goes straight through the inner stages, so an intermediate stage holds one scratch load, not
+//! its whole output. Every stage, intermediate ones included, is held to the same step and
+//! total limits, so an inner stream that decodes to a lot of nothing (zstd skippable frames,
+//! brotli metadata) costs no more work than the budget allows.
+//!
+//! Besides the output, a body holds the codec's own state: the 32 KiB window of gzip/deflate,
+//! brotli's window (at most 16 MiB: the large-window extension, which allows 1 GiB, is
+//! refused), and zstd's window, capped at 8 MiB ([`ZSTD_WINDOW_LOG_MAX`], the limit RFC 9659
+//! sets for `zstd` as an HTTP content coding; a frame asking for more is refused). Stacked
+//! codings are limited to [`MAX_STACKED_CODINGS`] so a header cannot make the gateway allocate
+//! one codec state per token. So memory per body is a constant whatever the compression ratio:
+//! codec states, scratch buffers, and one step's output.
 //!
 //! # Example
 //!
@@ -51,7 +75,10 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use brotli::enc::StandardAlloc;
+use brotli::{BrotliDecompressStream, BrotliResult, BrotliState};
 use flate2::write::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
+use zstd::stream::raw::{DParameter, InBuffer, Operation, OutBuffer};
 
 /// The largest zstd window the decoder accepts, as a power of two (8 MiB).
 ///
@@ -64,8 +91,66 @@ pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// Real servers apply one; each extra stage costs a codec state, so a longer list is refused.
 pub const MAX_STACKED_CODINGS: usize = 4;
 
-/// Size of the scratch buffer the brotli decoder writes through.
-const BROTLI_BUFFER: usize = 4096;
+/// Size of the scratch buffer brotli and zstd decode into, and the most compressed bytes fed to
+/// flate2 in one call (whose own output buffer is 32 KiB): the most a codec produces between
+/// two budget checks.
+pub const CHUNK: usize = 32 * 1024;
+
+/// Decoded bytes every step may produce on top of `max_ratio` times its compressed bytes, so
+/// that a small read of dense but legitimate data is not refused (see [`Budget::step_limit`]).
+pub const STEP_SLACK: u64 = 1 << 20;
+
+/// How far a compressed body may expand; see the module docs (# Memory).
+///
+/// # Example
+///
+/// ```
+/// use std::io::Write;
+/// use slapenir::decode::{Budget, Decoder, Encoding};
+///
+/// // 4 MiB of zeros: about 4 KiB of gzip, a ratio of about 1000.
+/// let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+/// gz.write_all(&vec![0u8; 4 << 20]).unwrap();
+/// let bomb = gz.finish().unwrap();
+///
+/// let budget = Budget { max_ratio: 100, max_bytes: 1 << 30 };
+/// let mut decoder = Decoder::new(Encoding::Gzip).with_budget(budget);
+/// let mut out = Vec::new();
+/// let err = decoder.push(&bomb, &mut out).unwrap_err();
+/// assert!(err.is_over_budget());
+/// assert!(out.len() as u64 <= budget.step_limit(bomb.len()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Decoded bytes allowed per compressed byte of one step (one push), on top of
+    /// [`STEP_SLACK`].
+    pub max_ratio: u64,
+    /// Decoded bytes allowed for the whole body.
+    pub max_bytes: u64,
+}
+
+impl Budget {
+    /// 100 decoded bytes per compressed byte of a step, 1 GiB per body.
+    pub const DEFAULT: Budget = Budget {
+        max_ratio: 100,
+        max_bytes: 1 << 30,
+    };
+
+    /// The most decoded bytes a step of `compressed` bytes may produce:
+    /// `max_ratio × compressed + STEP_SLACK` (saturating).
+    #[must_use]
+    pub fn step_limit(&self, compressed: usize) -> u64 {
+        self.max_ratio
+            .saturating_mul(compressed as u64)
+            .saturating_add(STEP_SLACK)
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::DEFAULT
+    }
+}
 
 /// A content coding the gateway can decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -271,6 +356,11 @@ pub enum DecodeErrorKind {
     /// [`Decoder::push`] or [`Decoder::finish`] was called after the decoder had finished or
     /// failed.
     Unusable,
+    /// One step decoded to more than [`Budget::step_limit`] allows: the compression ratio of
+    /// this read is beyond the budget.
+    RatioExceeded,
+    /// The body decoded to more than [`Budget::max_bytes`].
+    SizeExceeded,
 }
 
 /// A body that could not be decoded; the rest of it must not be passed on.
@@ -302,6 +392,16 @@ impl DecodeError {
     pub fn offset(&self) -> u64 {
         self.offset
     }
+
+    /// Whether the body was refused for decoding to more than its [`Budget`] (the stream may
+    /// well be valid).
+    #[must_use]
+    pub fn is_over_budget(&self) -> bool {
+        matches!(
+            self.kind,
+            DecodeErrorKind::RatioExceeded | DecodeErrorKind::SizeExceeded
+        )
+    }
 }
 
 impl fmt::Display for DecodeError {
@@ -311,6 +411,12 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::Truncated => "body ended before the compressed stream did",
             DecodeErrorKind::TrailingData => "bytes after the end of the compressed stream",
             DecodeErrorKind::Unusable => "decoder used after it finished or failed",
+            DecodeErrorKind::RatioExceeded => {
+                "one read decoded to more than the decoding budget allows (max_ratio)"
+            }
+            DecodeErrorKind::SizeExceeded => {
+                "decoded to more than the decoding budget allows (max_bytes)"
+            }
         };
         write!(
             f,
@@ -326,14 +432,14 @@ impl std::error::Error for DecodeError {}
 ///
 /// Feed it every chunk with [`push`](Decoder::push), then call [`finish`](Decoder::finish)
 /// once at the end of the body. After an error the decoder is unusable: every later call
-/// fails with [`DecodeErrorKind::Unusable`].
+/// fails with [`DecodeErrorKind::Unusable`]. The output is held to a [`Budget`]
+/// ([`Budget::DEFAULT`] unless [`with_budget`](Decoder::with_budget) says otherwise).
 pub struct Decoder {
     /// Stages in the order the codings were applied; input goes through them last to first.
     stages: Vec<Stage>,
-    /// Output of each stage but the last, reused between pushes (always empty between calls).
-    scratch: Vec<Vec<u8>>,
     /// The last coding applied: the one the body arrives in.
     outermost: Encoding,
+    budget: Budget,
     state: State,
 }
 
@@ -348,6 +454,7 @@ impl fmt::Debug for Decoder {
         let codings: Vec<Encoding> = self.stages.iter().map(|s| s.encoding).collect();
         f.debug_struct("Decoder")
             .field("codings", &codings)
+            .field("budget", &self.budget)
             .field("state", &self.state)
             .finish()
     }
@@ -371,8 +478,8 @@ impl Decoder {
     pub fn new(encoding: Encoding) -> Decoder {
         Decoder {
             stages: vec![Stage::new(encoding)],
-            scratch: Vec::new(),
             outermost: encoding,
+            budget: Budget::DEFAULT,
             state: State::Open,
         }
     }
@@ -403,22 +510,44 @@ impl Decoder {
         let outermost = *codings.last()?;
         Some(Decoder {
             stages: codings.iter().map(|&c| Stage::new(c)).collect(),
-            scratch: vec![Vec::new(); codings.len() - 1],
             outermost,
+            budget: Budget::DEFAULT,
             state: State::Open,
         })
+    }
+
+    /// The same decoder, held to `budget` instead of [`Budget::DEFAULT`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use slapenir::decode::{Budget, DecodeErrorKind, Decoder, Encoding};
+    ///
+    /// let body = zstd::encode_all(&[b'a'; 64][..], 3).unwrap();
+    /// let tiny = Budget { max_ratio: 100, max_bytes: 10 };
+    /// let mut decoder = Decoder::new(Encoding::Zstd).with_budget(tiny);
+    /// let err = decoder.push(&body, &mut Vec::new()).unwrap_err();
+    /// assert_eq!(err.kind(), DecodeErrorKind::SizeExceeded);
+    /// ```
+    #[must_use]
+    pub fn with_budget(mut self, budget: Budget) -> Decoder {
+        self.budget = budget;
+        self
     }
 
     /// Feeds the next chunk of the compressed body and appends every byte the codec can
     /// produce from it to `out`. Any split of the body is fine, down to one byte per call; an
     /// empty chunk does nothing.
     ///
+    /// At most [`Budget::step_limit`]`(input.len())` bytes are appended, and `out`'s capacity
+    /// grows to at most its length on entry plus that limit.
+    ///
     /// # Errors
     ///
     /// [`DecodeError`] if the bytes are not a valid stream, if bytes follow the end of the
-    /// stream, or if the decoder has already finished or failed. What was appended to `out`
-    /// before the error is valid decoded output, but the body as a whole must be treated as
-    /// failed.
+    /// stream, if the output would exceed the [`Budget`] ([`DecodeError::is_over_budget`]), or
+    /// if the decoder has already finished or failed. What was appended to `out` before the
+    /// error is valid decoded output, but the body as a whole must be treated as failed.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         self.check_open()?;
         if input.is_empty() {
@@ -431,8 +560,8 @@ impl Decoder {
         result
     }
 
-    /// Ends the body: appends any remaining output to `out` and checks that every compressed
-    /// stream was complete.
+    /// Ends the body: appends any remaining output to `out` (at most [`STEP_SLACK`] bytes) and
+    /// checks that every compressed stream was complete.
     ///
     /// A body of zero bytes decodes to zero bytes whatever its declared coding, since servers
     /// label empty bodies (such as `204` responses) with the coding they would have used.
@@ -440,8 +569,9 @@ impl Decoder {
     /// # Errors
     ///
     /// [`DecodeError`] with [`DecodeErrorKind::Truncated`] (or [`DecodeErrorKind::Corrupt`]
-    /// when a gzip trailer is cut or wrong) if the body ended inside a compressed stream, and
-    /// [`DecodeErrorKind::Unusable`] if called twice or after an error.
+    /// when a gzip trailer is cut or wrong) if the body ended inside a compressed stream,
+    /// a budget error as for [`Decoder::push`], and [`DecodeErrorKind::Unusable`] if called
+    /// twice or after an error.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         self.check_open()?;
         let result = self.run(None, out);
@@ -461,46 +591,102 @@ impl Decoder {
     }
 
     /// Runs `input` (or the end of the body, for `None`) through every stage, last applied
-    /// first. Intermediate output lives in `scratch` only for the length of this call.
+    /// first, as one step of the budget.
     fn run(&mut self, input: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let count = self.stages.len();
-        let mut carried: Vec<u8> = Vec::new();
-        for (done, stage) in self.stages.iter_mut().rev().enumerate() {
-            let is_first_applied = done + 1 == count;
-            let target = if is_first_applied {
-                &mut *out
-            } else {
-                &mut self.scratch[done]
-            };
-            let result = match (input, done) {
-                (Some(bytes), 0) => stage.push(bytes, target),
-                (None, 0) => stage.finish(target),
-                (_, _) => {
-                    let pushed = stage.push(&carried, target);
-                    // At the end of the body each inner stage also ends.
-                    match (pushed, input) {
-                        (Ok(()), None) => stage.finish(target),
-                        (other, _) => other,
-                    }
-                }
-            };
-            carried.clear();
-            if !is_first_applied {
-                std::mem::swap(&mut carried, &mut self.scratch[done]);
-            }
-            result?;
+        let step = self.budget.step_limit(input.map_or(0, <[u8]>::len));
+        let limits = Limits {
+            step,
+            total: self.budget.max_bytes,
+            capacity: out
+                .len()
+                .saturating_add(usize::try_from(step).unwrap_or(usize::MAX)),
+        };
+        for stage in &mut self.stages {
+            stage.produced_in_step = 0;
         }
-        Ok(())
+        feed(&mut self.stages, input, out, &limits)
     }
 }
 
-/// One coding's decoder, writing into a `Vec` that is swapped with the caller's output for the
-/// length of each call, so decoded bytes land in place without a copy.
+#[cfg(test)]
+impl Decoder {
+    /// Bytes allocated for the stages' scratch buffers.
+    fn scratch_capacity(&mut self) -> usize {
+        self.stages
+            .iter_mut()
+            .map(|stage| match &mut stage.codec {
+                Codec::Gzip(d) => d.scratch().capacity(),
+                Codec::Zlib(d) => d.scratch().capacity(),
+                Codec::RawDeflate(d) => d.scratch().capacity(),
+                Codec::Brotli(b) => b.buf.capacity(),
+                Codec::Zstd(z) => z.buf.capacity(),
+                Codec::DeflateUnsniffed(_) | Codec::ZstdUnavailable => 0,
+            })
+            .sum()
+    }
+}
+
+/// The budget of one step, for every stage.
+struct Limits {
+    /// Bytes each stage may produce in this step.
+    step: u64,
+    /// Bytes each stage may produce in the whole body.
+    total: u64,
+    /// The most capacity the caller's output may grow to in this step.
+    capacity: usize,
+}
+
+/// Where a stage's output goes: the next stage in, or the caller's buffer.
+type Sink<'a> = dyn FnMut(&[u8]) -> Result<(), DecodeError> + 'a;
+
+/// Passes `input` (the end of the body for `None`) through `stages` (applied first ... last;
+/// the last receives `input`), appending the innermost stage's output to `out`. Each scratch
+/// load an outer stage produces goes through the inner stages before the next is produced.
+fn feed(
+    stages: &mut [Stage],
+    input: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<(), DecodeError> {
+    let Some((stage, inner)) = stages.split_last_mut() else {
+        if let Some(bytes) = input {
+            append(out, bytes, limits.capacity);
+        }
+        return Ok(());
+    };
+    let mut next = |chunk: &[u8]| feed(inner, Some(chunk), out, limits);
+    match input {
+        Some(bytes) => stage.push(bytes, limits, &mut next),
+        None => {
+            stage.finish(limits, &mut next)?;
+            // At the end of the body each inner stage also ends.
+            feed(inner, None, out, limits)
+        }
+    }
+}
+
+/// Appends `bytes`, growing `out` geometrically as `Vec` does, but never past `ceiling` unless
+/// the bytes themselves need it (the budget has already been checked by then).
+fn append(out: &mut Vec<u8>, bytes: &[u8], ceiling: usize) {
+    let needed = out.len().saturating_add(bytes.len());
+    if needed > out.capacity() {
+        let target = out.capacity().saturating_mul(2).min(ceiling).max(needed);
+        out.reserve_exact(target - out.len());
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// One coding's decoder. Each codec writes into a scratch buffer of its own, at most
+/// [`CHUNK`] bytes (flate2: its 32 KiB buffer) at a time; every load is counted against the
+/// budget before it is handed on.
 struct Stage {
     encoding: Encoding,
     codec: Codec,
     /// Compressed bytes accepted so far.
     consumed: u64,
+    /// Decoded bytes produced so far, and in the current step.
+    produced: u64,
+    produced_in_step: u64,
 }
 
 enum Codec {
@@ -509,10 +695,42 @@ enum Codec {
     Gzip(MultiGzDecoder<Vec<u8>>),
     Zlib(ZlibDecoder<Vec<u8>>),
     RawDeflate(DeflateDecoder<Vec<u8>>),
-    Brotli(Box<brotli::DecompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
+    Brotli(Box<BrotliStage>),
+    Zstd(Box<ZstdStage>),
     /// zstd could not set up its context: every call fails.
     ZstdUnavailable,
+}
+
+struct BrotliStage {
+    state: BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>,
+    buf: Vec<u8>,
+    /// The stream has ended; any further byte is trailing data.
+    finished: bool,
+}
+
+struct ZstdStage {
+    context: zstd::stream::raw::Decoder<'static>,
+    buf: Vec<u8>,
+    /// The last frame seen is complete (or none was started).
+    frame_done: bool,
+}
+
+/// Why a codec call failed, before it is turned into a [`DecodeError`] of its stage.
+enum Fail {
+    /// The codec refused the bytes.
+    Corrupt,
+    /// Bytes followed the end of the stream.
+    Trailing,
+    /// The stream ended early.
+    Truncated,
+    /// An inner stage (or the budget) failed; passed on as is.
+    Passed(DecodeError),
+}
+
+impl From<DecodeError> for Fail {
+    fn from(e: DecodeError) -> Self {
+        Fail::Passed(e)
+    }
 }
 
 impl Stage {
@@ -520,15 +738,25 @@ impl Stage {
         let codec = match encoding {
             Encoding::Gzip => Codec::Gzip(MultiGzDecoder::new(Vec::new())),
             Encoding::Deflate => Codec::DeflateUnsniffed(Vec::with_capacity(1)),
-            Encoding::Brotli => Codec::Brotli(Box::new(brotli::DecompressorWriter::new(
-                Vec::new(),
-                BROTLI_BUFFER,
-            ))),
-            Encoding::Zstd => match zstd::stream::write::Decoder::new(Vec::new()) {
-                Ok(mut decoder) => match decoder.window_log_max(ZSTD_WINDOW_LOG_MAX) {
-                    Ok(()) => Codec::Zstd(decoder),
-                    Err(_) => Codec::ZstdUnavailable,
-                },
+            // `new_strict` refuses the large-window extension (windows up to 1 GiB).
+            Encoding::Brotli => Codec::Brotli(Box::new(BrotliStage {
+                state: BrotliState::new_strict(
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                ),
+                buf: vec![0; CHUNK],
+                finished: false,
+            })),
+            Encoding::Zstd => match zstd::stream::raw::Decoder::new().and_then(|mut context| {
+                context.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
+                Ok(context)
+            }) {
+                Ok(context) => Codec::Zstd(Box::new(ZstdStage {
+                    context,
+                    buf: vec![0; CHUNK],
+                    frame_done: true,
+                })),
                 Err(_) => Codec::ZstdUnavailable,
             },
         };
@@ -536,6 +764,8 @@ impl Stage {
             encoding,
             codec,
             consumed: 0,
+            produced: 0,
+            produced_in_step: 0,
         }
     }
 
@@ -547,7 +777,21 @@ impl Stage {
         }
     }
 
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn fail(&self, fail: Fail) -> DecodeError {
+        match fail {
+            Fail::Corrupt => self.error(DecodeErrorKind::Corrupt),
+            Fail::Trailing => self.error(DecodeErrorKind::TrailingData),
+            Fail::Truncated => self.error(DecodeErrorKind::Truncated),
+            Fail::Passed(e) => e,
+        }
+    }
+
+    fn push(
+        &mut self,
+        input: &[u8],
+        limits: &Limits,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
         if input.is_empty() {
             return Ok(());
         }
@@ -571,29 +815,33 @@ impl Stage {
             sniffed = head;
             input = &sniffed;
         }
-        let result = with_output(&mut self.codec, out, |codec| match codec {
-            Codec::Gzip(d) => write_and_flush(d, input),
-            Codec::Zlib(d) => write_and_flush(d, input),
-            Codec::RawDeflate(d) => write_and_flush(d, input),
-            Codec::Brotli(d) => write_and_flush(d.as_mut(), input),
-            Codec::Zstd(d) => write_and_flush(d, input),
-            Codec::DeflateUnsniffed(_) | Codec::ZstdUnavailable => {
-                Err(io::Error::other("codec unavailable"))
-            }
-        });
+        let (encoding, consumed) = (self.encoding, self.consumed);
+        let mut meter = Meter {
+            encoding,
+            consumed,
+            produced: &mut self.produced,
+            produced_in_step: &mut self.produced_in_step,
+            limits,
+            sink,
+        };
+        let result = match &mut self.codec {
+            Codec::Gzip(d) => flate_push(d, input, &mut meter),
+            Codec::Zlib(d) => flate_push(d, input, &mut meter),
+            Codec::RawDeflate(d) => flate_push(d, input, &mut meter),
+            Codec::Brotli(b) => b.push(input, &mut meter),
+            Codec::Zstd(z) => z.push(input, &mut meter),
+            Codec::DeflateUnsniffed(_) | Codec::ZstdUnavailable => Err(Fail::Corrupt),
+        };
         match result {
             Ok(()) => {
                 self.consumed += input.len() as u64;
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::WriteZero => {
-                Err(self.error(DecodeErrorKind::TrailingData))
-            }
-            Err(_) => Err(self.error(DecodeErrorKind::Corrupt)),
+            Err(fail) => Err(self.fail(fail)),
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn finish(&mut self, limits: &Limits, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
         if self.consumed == 0 {
             return match &self.codec {
                 // A lone byte of deflate is not a stream.
@@ -604,22 +852,199 @@ impl Stage {
                 _ => Ok(()),
             };
         }
-        let result = with_output(&mut self.codec, out, |codec| match codec {
-            Codec::Gzip(d) => d.try_finish(),
-            Codec::Zlib(d) => d.try_finish(),
-            Codec::RawDeflate(d) => d.try_finish(),
-            Codec::Brotli(d) => d.close(),
-            Codec::Zstd(d) => d.do_finish(),
-            Codec::DeflateUnsniffed(_) | Codec::ZstdUnavailable => {
-                Err(io::Error::other("codec unavailable"))
+        let (encoding, consumed) = (self.encoding, self.consumed);
+        let mut meter = Meter {
+            encoding,
+            consumed,
+            produced: &mut self.produced,
+            produced_in_step: &mut self.produced_in_step,
+            limits,
+            sink,
+        };
+        let result = match &mut self.codec {
+            Codec::Gzip(d) => flate_finish(d, &mut meter, MultiGzDecoder::try_finish),
+            Codec::Zlib(d) => flate_finish(d, &mut meter, ZlibDecoder::try_finish),
+            Codec::RawDeflate(d) => flate_finish(d, &mut meter, DeflateDecoder::try_finish),
+            // Brotli and zstd hand out everything they can at each push.
+            Codec::Brotli(b) if b.finished => Ok(()),
+            Codec::Zstd(z) if z.frame_done => Ok(()),
+            Codec::Brotli(_) | Codec::Zstd(_) => Err(Fail::Truncated),
+            Codec::DeflateUnsniffed(_) | Codec::ZstdUnavailable => Err(Fail::Corrupt),
+        };
+        result.map_err(|fail| self.fail(fail))
+    }
+}
+
+/// Counts a stage's output against the budget, then hands it on.
+struct Meter<'m, 's> {
+    encoding: Encoding,
+    consumed: u64,
+    produced: &'m mut u64,
+    produced_in_step: &'m mut u64,
+    limits: &'m Limits,
+    sink: &'m mut Sink<'s>,
+}
+
+impl Meter<'_, '_> {
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let len = bytes.len() as u64;
+        let over = if *self.produced_in_step + len > self.limits.step {
+            Some(DecodeErrorKind::RatioExceeded)
+        } else if *self.produced + len > self.limits.total {
+            Some(DecodeErrorKind::SizeExceeded)
+        } else {
+            None
+        };
+        if let Some(kind) = over {
+            return Err(Fail::Passed(DecodeError {
+                encoding: self.encoding,
+                kind,
+                offset: self.consumed,
+            }));
+        }
+        *self.produced_in_step += len;
+        *self.produced += len;
+        (self.sink)(bytes).map_err(Fail::Passed)
+    }
+}
+
+/// A flate2 write-side decoder whose output `Vec` is its scratch buffer.
+trait FlateWriter: Write {
+    fn scratch(&mut self) -> &mut Vec<u8>;
+}
+
+impl FlateWriter for MultiGzDecoder<Vec<u8>> {
+    fn scratch(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+}
+
+impl FlateWriter for ZlibDecoder<Vec<u8>> {
+    fn scratch(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+}
+
+impl FlateWriter for DeflateDecoder<Vec<u8>> {
+    fn scratch(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+}
+
+/// Moves what the codec wrote into its scratch `Vec` on to the meter.
+fn drain(scratch: &mut Vec<u8>, meter: &mut Meter<'_, '_>) -> Result<(), Fail> {
+    let result = meter.emit(scratch);
+    scratch.clear();
+    result
+}
+
+/// Feeds `input` to a flate2 decoder at most [`CHUNK`] bytes per call (each call also stops
+/// once flate2's 32 KiB output buffer is full), passing its output on after every call, then
+/// sync-flushes so that output the codec holds is handed back now (liveness).
+fn flate_push<W: FlateWriter>(
+    decoder: &mut W,
+    input: &[u8],
+    meter: &mut Meter<'_, '_>,
+) -> Result<(), Fail> {
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = decoder
+            .write(&rest[..rest.len().min(CHUNK)])
+            .map_err(|_| Fail::Corrupt)?;
+        if n == 0 {
+            // flate2 accepts nothing once its stream has ended.
+            return Err(Fail::Trailing);
+        }
+        rest = &rest[n..];
+        drain(decoder.scratch(), meter)?;
+    }
+    decoder.flush().map_err(|_| Fail::Corrupt)?;
+    drain(decoder.scratch(), meter)
+}
+
+fn flate_finish<W: FlateWriter>(
+    decoder: &mut W,
+    meter: &mut Meter<'_, '_>,
+    try_finish: fn(&mut W) -> io::Result<()>,
+) -> Result<(), Fail> {
+    let result = try_finish(decoder);
+    drain(decoder.scratch(), meter)?;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Err(Fail::Corrupt),
+        Err(_) => Err(Fail::Truncated),
+    }
+}
+
+impl BrotliStage {
+    fn push(&mut self, input: &[u8], meter: &mut Meter<'_, '_>) -> Result<(), Fail> {
+        if self.finished {
+            return Err(Fail::Trailing);
+        }
+        let mut available_in = input.len();
+        let mut input_offset = 0;
+        let mut total_out = 0;
+        loop {
+            let mut available_out = self.buf.len();
+            let mut output_offset = 0;
+            let result = BrotliDecompressStream(
+                &mut available_in,
+                &mut input_offset,
+                input,
+                &mut available_out,
+                &mut output_offset,
+                &mut self.buf,
+                &mut total_out,
+                &mut self.state,
+            );
+            meter.emit(&self.buf[..output_offset])?;
+            match result {
+                BrotliResult::NeedsMoreOutput => continue,
+                BrotliResult::NeedsMoreInput => return Ok(()),
+                BrotliResult::ResultSuccess => {
+                    self.finished = true;
+                    return if available_in > 0 {
+                        Err(Fail::Trailing)
+                    } else {
+                        Ok(())
+                    };
+                }
+                BrotliResult::ResultFailure => return Err(Fail::Corrupt),
             }
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                Err(self.error(DecodeErrorKind::Corrupt))
+        }
+    }
+}
+
+impl ZstdStage {
+    fn push(&mut self, input: &[u8], meter: &mut Meter<'_, '_>) -> Result<(), Fail> {
+        let mut source = InBuffer::around(input);
+        loop {
+            let before = source.pos();
+            let mut target = OutBuffer::around(&mut self.buf[..]);
+            let hint = self
+                .context
+                .run(&mut source, &mut target)
+                .map_err(|_| Fail::Corrupt)?;
+            let produced = target.pos();
+            let progress = produced > 0 || source.pos() > before;
+            // A call that moved nothing does not start a frame: after a frame's end, zstd
+            // answers it with the size of the next frame's header.
+            if progress || hint == 0 {
+                self.frame_done = hint == 0;
             }
-            Err(_) => Err(self.error(DecodeErrorKind::Truncated)),
+            meter.emit(&self.buf[..produced])?;
+            let input_left = source.pos() < input.len();
+            if !input_left && produced < self.buf.len() {
+                // All input taken and the output not full: nothing more is pending.
+                return Ok(());
+            }
+            if input_left && !progress {
+                // No progress with input left: never spin.
+                return Err(Fail::Corrupt);
+            }
         }
     }
 }
@@ -629,38 +1054,6 @@ impl Stage {
 /// stored block whose length happens to fit); browsers use the same test.
 fn is_zlib_header(cmf: u8, flg: u8) -> bool {
     cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0
-}
-
-/// Swaps `out` in as the codec's output `Vec` for the length of `f`, then swaps it back (on
-/// error too), so the codec appends straight to the caller's buffer.
-fn with_output(
-    codec: &mut Codec,
-    out: &mut Vec<u8>,
-    f: impl FnOnce(&mut Codec) -> io::Result<()>,
-) -> io::Result<()> {
-    swap_output(codec, out);
-    let result = f(codec);
-    swap_output(codec, out);
-    result
-}
-
-fn swap_output(codec: &mut Codec, out: &mut Vec<u8>) {
-    let inner = match codec {
-        Codec::Gzip(d) => d.get_mut(),
-        Codec::Zlib(d) => d.get_mut(),
-        Codec::RawDeflate(d) => d.get_mut(),
-        Codec::Brotli(d) => d.get_mut(),
-        Codec::Zstd(d) => d.get_mut(),
-        Codec::DeflateUnsniffed(_) | Codec::ZstdUnavailable => return,
-    };
-    std::mem::swap(inner, out);
-}
-
-/// Writes all of `input`, then flushes so that output the codec holds in its own buffer is
-/// written out now rather than at the next call (flate2 and zstd buffer internally).
-fn write_and_flush(writer: &mut impl Write, input: &[u8]) -> io::Result<()> {
-    writer.write_all(input)?;
-    writer.flush()
 }
 
 #[cfg(test)]
@@ -1155,6 +1548,326 @@ mod tests {
             }
             decoder.finish(&mut out).unwrap();
             prop_assert_eq!(out, body);
+        }
+    }
+}
+
+/// The budget: bombs of every codec are refused while they are being decoded, before the
+/// output (or any scratch buffer) grows past the limit; legitimate data below the budget
+/// passes whatever the split.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod budget_tests {
+    use super::*;
+    use std::io::Write;
+
+    const MIB: usize = 1 << 20;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn brotli_with(data: &[u8], large_window: bool) -> Vec<u8> {
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: 5,
+            lgwin: if large_window { 26 } else { 22 },
+            large_window,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        brotli::BrotliCompress(&mut &data[..], &mut out, &params).unwrap();
+        out
+    }
+
+    fn brotli(data: &[u8]) -> Vec<u8> {
+        brotli_with(data, false)
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        zstd::encode_all(data, 19).unwrap()
+    }
+
+    /// A zstd skippable frame: valid, and decodes to nothing.
+    fn zstd_skippable(len: usize) -> Vec<u8> {
+        let mut frame = 0x184D_2A50_u32.to_le_bytes().to_vec();
+        frame.extend(u32::try_from(len).unwrap().to_le_bytes());
+        frame.resize(8 + len, 0);
+        frame
+    }
+
+    /// Text that compresses about 5:1, like JSON or logs.
+    fn text(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 64);
+        let mut x: u32 = 12345;
+        while out.len() < len {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let line = format!(
+                "{{\"id\":{},\"user\":\"u{}\",\"ok\":{}}}\n",
+                x % 100_000,
+                (x >> 8) % 977,
+                x % 3 == 0
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    struct Case {
+        name: &'static str,
+        /// Applied first to last, as in `Content-Encoding`.
+        codings: &'static [Encoding],
+        body: Vec<u8>,
+        /// Decoded size of the body.
+        decoded: usize,
+    }
+
+    fn bombs() -> Vec<Case> {
+        let zeros = vec![0u8; 16 * MIB];
+        vec![
+            Case {
+                name: "gzip bomb",
+                codings: &[Encoding::Gzip],
+                body: gzip(&zeros),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "deflate (zlib) bomb",
+                codings: &[Encoding::Deflate],
+                body: zlib(&zeros),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "deflate (raw) bomb",
+                codings: &[Encoding::Deflate],
+                body: raw_deflate(&zeros),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "br bomb",
+                codings: &[Encoding::Brotli],
+                body: brotli(&zeros),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "zstd bomb",
+                codings: &[Encoding::Zstd],
+                body: zstd(&zeros),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "gzip bomb inside br",
+                codings: &[Encoding::Gzip, Encoding::Brotli],
+                body: brotli(&gzip(&zeros)),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "gzip bomb inside gzip",
+                codings: &[Encoding::Gzip, Encoding::Gzip],
+                body: gzip(&gzip(&zeros)),
+                decoded: zeros.len(),
+            },
+            Case {
+                name: "zstd bomb inside deflate",
+                codings: &[Encoding::Zstd, Encoding::Deflate],
+                body: zlib(&zstd(&zeros)),
+                decoded: zeros.len(),
+            },
+            // The intermediate stage expands, the final output is empty: the intermediate
+            // stage is held to the budget too.
+            Case {
+                name: "zstd skippable frame inside gzip",
+                codings: &[Encoding::Zstd, Encoding::Gzip],
+                body: gzip(&zstd_skippable(16 * MIB)),
+                decoded: 0,
+            },
+        ]
+    }
+
+    /// Pushes `body` in pieces of `size` bytes (all at once for 0) into a fresh `Vec` each,
+    /// checking that no push appends more than its step allows and that the buffer's capacity
+    /// (the allocation) stays within the step limit too.
+    fn decode_checked(
+        decoder: &mut Decoder,
+        budget: Budget,
+        body: &[u8],
+        size: usize,
+    ) -> Result<u64, DecodeError> {
+        let size = if size == 0 { body.len().max(1) } else { size };
+        let mut total = 0u64;
+        let mut check = |out: &Vec<u8>, limit: u64| {
+            assert!(out.len() as u64 <= limit, "{} > {limit}", out.len());
+            assert!(
+                out.capacity() as u64 <= limit,
+                "capacity {} > {limit}",
+                out.capacity()
+            );
+            total += out.len() as u64;
+        };
+        for piece in body.chunks(size) {
+            let mut out = Vec::new();
+            let result = decoder.push(piece, &mut out);
+            check(&out, budget.step_limit(piece.len()));
+            assert!(decoder.scratch_capacity() <= 2 * CHUNK * decoder.stages.len());
+            result?;
+        }
+        let mut out = Vec::new();
+        let result = decoder.finish(&mut out);
+        check(&out, STEP_SLACK);
+        result?;
+        Ok(total)
+    }
+
+    #[test]
+    fn bombs_are_refused_while_decoding_whatever_the_split() {
+        // Ratio 10: a whole-body push of a bomb exceeds its step; small pushes stay within
+        // their steps and hit the 4 MiB total instead.
+        let budget = Budget {
+            max_ratio: 10,
+            max_bytes: 4 * MIB as u64,
+        };
+        for case in bombs() {
+            for size in [0, 64 * 1024, 1024, 7] {
+                let mut decoder = Decoder::stacked(case.codings).unwrap().with_budget(budget);
+                let err = decode_checked(&mut decoder, budget, &case.body, size).unwrap_err();
+                assert!(
+                    err.is_over_budget(),
+                    "{}, pieces of {size}: {err}",
+                    case.name
+                );
+                if size == 0 {
+                    assert_eq!(err.kind(), DecodeErrorKind::RatioExceeded, "{}", case.name);
+                }
+                if case.decoded == 0 {
+                    // Only the intermediate stage can have been over budget.
+                    assert_eq!(err.encoding(), Encoding::Gzip, "{}", case.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bombs_pass_a_budget_that_allows_them() {
+        // Deflate's ratio is at most about 1032:1, but brotli and zstd encode 16 MiB of zeros
+        // in a few dozen bytes: the ratio is effectively unlimited here, and every stage's output
+        // (16 MiB and a few headers) fits in the total.
+        let budget = Budget {
+            max_ratio: 1 << 32,
+            max_bytes: 17 * MIB as u64,
+        };
+        for case in bombs() {
+            for size in [0, 1024] {
+                let mut decoder = Decoder::stacked(case.codings).unwrap().with_budget(budget);
+                let total = decode_checked(&mut decoder, budget, &case.body, size)
+                    .unwrap_or_else(|e| panic!("{}, pieces of {size}: {e}", case.name));
+                assert_eq!(total, case.decoded as u64, "{}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn legitimate_data_below_the_budget_decodes_whatever_the_split() {
+        let plain = text(2 * MIB);
+        let cases = [
+            ("gzip", vec![Encoding::Gzip], gzip(&plain)),
+            ("deflate", vec![Encoding::Deflate], zlib(&plain)),
+            ("deflate raw", vec![Encoding::Deflate], raw_deflate(&plain)),
+            ("br", vec![Encoding::Brotli], brotli(&plain)),
+            ("zstd", vec![Encoding::Zstd], zstd(&plain)),
+            (
+                "gzip, br",
+                vec![Encoding::Gzip, Encoding::Brotli],
+                brotli(&gzip(&plain)),
+            ),
+        ];
+        let budget = Budget::DEFAULT;
+        for (name, codings, body) in &cases {
+            assert!(
+                body.len() * 2 < plain.len(),
+                "{name}: the data should compress"
+            );
+            for size in [0, 64 * 1024, 16 * 1024, 1000, 1] {
+                let mut decoder = Decoder::stacked(codings).unwrap().with_budget(budget);
+                let mut out = Vec::new();
+                let pieces = if size == 0 { body.len() } else { size };
+                for piece in body.chunks(pieces) {
+                    decoder.push(piece, &mut out).unwrap();
+                }
+                decoder.finish(&mut out).unwrap();
+                assert!(out == plain, "{name}, pieces of {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_total_is_counted_across_pushes() {
+        let plain = text(3 * MIB);
+        let budget = Budget {
+            max_ratio: 100,
+            max_bytes: 2 * MIB as u64,
+        };
+        let mut decoder = Decoder::new(Encoding::Gzip).with_budget(budget);
+        let err = decode_checked(&mut decoder, budget, &gzip(&plain), 4096).unwrap_err();
+        assert_eq!(err.kind(), DecodeErrorKind::SizeExceeded);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "gzip body: decoded to more than the decoding budget allows (max_bytes) \
+                 (after {} compressed bytes)",
+                err.offset()
+            )
+        );
+        // Exactly the limit is fine.
+        let exact = Budget {
+            max_ratio: 100,
+            max_bytes: plain.len() as u64,
+        };
+        let mut decoder = Decoder::new(Encoding::Gzip).with_budget(exact);
+        assert_eq!(
+            decode_checked(&mut decoder, exact, &gzip(&plain), 4096).unwrap(),
+            plain.len() as u64
+        );
+    }
+
+    #[test]
+    fn large_window_brotli_is_refused() {
+        let data = vec![7u8; 1 << 16];
+        let body = brotli_with(&data, true);
+        let mut decoder = Decoder::new(Encoding::Brotli);
+        let mut out = Vec::new();
+        let err = decoder
+            .push(&body, &mut out)
+            .and_then(|()| decoder.finish(&mut out))
+            .unwrap_err();
+        assert_eq!(err.kind(), DecodeErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn brotli_trailing_bytes_are_refused() {
+        let mut body = brotli(b"hello");
+        body.extend_from_slice(b"junk");
+        for size in [0, 1] {
+            let mut decoder = Decoder::new(Encoding::Brotli);
+            let err = decode_checked(&mut decoder, Budget::DEFAULT, &body, size).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                DecodeErrorKind::TrailingData,
+                "pieces of {size}"
+            );
         }
     }
 }

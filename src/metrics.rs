@@ -8,7 +8,7 @@
 //! | `slapenir_request_duration_seconds` | histogram | `route`, `upstream` | time from request start to the end of logging |
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
 //! | `slapenir_replacements_total` | counter | `credential`, `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
-//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `other` |
+//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `other` |
 //! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
 //! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
 //! | `slapenir_certificate_expiry_timestamp_seconds` | gauge | `listener` | notAfter of the listener's server certificate (unix time), updated on reload |
@@ -31,6 +31,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "upgrade_not_allowed",
     "compressed_body_refused",
     "unsolicited_upgrade",
+    "decode_budget_exceeded",
     "mtls_failure",
     "bad_request",
     "connect_unsupported",

@@ -41,6 +41,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub credentials: Vec<Credential>,
     pub routes: Vec<Route>,
+    /// How far a compressed response body may expand while it is decoded for scanning.
+    pub decoding: crate::decode::Budget,
 }
 
 #[derive(Debug, Clone)]
@@ -263,4 +265,31 @@ impl std::error::Error for ConfigErrors {}
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|_| format!("`{s}` is not a duration; use a number and a unit, like 5s or 250ms"))
+}
+
+/// Parses a byte size: a number of bytes (`1048576`), or a number and a binary unit (`B`,
+/// `KiB`, `MiB`, `GiB`, `TiB`; `512KiB`, `1 GiB`).
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    const UNITS: [(&str, u64); 5] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    let text = s.trim();
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|n| (n.trim_end(), *scale)))
+        .unwrap_or((text, 1));
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| {
+            format!("`{s}` is not a size; use a number of bytes, or a number and a unit (B, KiB, MiB, GiB, TiB), like 1GiB")
+        })
 }

@@ -14,6 +14,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "upstreams",
     "credentials",
     "routes",
+    "decoding",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -127,4 +128,22 @@ pub struct RawRoute {
     pub clients: Option<Vec<String>>,
     #[serde(default)]
     pub websocket: Option<bool>,
+}
+
+/// Limits on decoding compressed response bodies (`decoding:`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecoding {
+    #[serde(default)]
+    pub max_ratio: Option<u64>,
+    #[serde(default)]
+    pub max_bytes: Option<RawSize>,
+}
+
+/// A byte size: a plain number of bytes, or a number and a unit (`512KiB`, `1GiB`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }

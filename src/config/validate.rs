@@ -187,6 +187,10 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         base,
     );
     let routes = check_routes(r, sections.get("routes").copied(), &upstream_names);
+    let decoding = match sections.get("decoding").filter(|v| !v.is_null()) {
+        Some(v) => check_decoding(r, v),
+        None => Some(crate::decode::Budget::DEFAULT),
+    };
 
     let upstreams: Vec<Upstream> = upstreams.into_iter().filter_map(|(_, u)| u).collect();
     if upstreams.len() != upstream_names.len() {
@@ -199,6 +203,42 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         upstreams,
         credentials: credentials?,
         routes: routes?,
+        decoding: decoding?,
+    })
+}
+
+/// `decoding:`: both keys optional, each defaulting to [`crate::decode::Budget::DEFAULT`].
+fn check_decoding(r: &mut Report<'_>, v: &Value) -> Option<crate::decode::Budget> {
+    let p = YamlPath::root().key("decoding");
+    let raw = r.item::<RawDecoding>(&p, v)?;
+    let default = crate::decode::Budget::DEFAULT;
+    let max_ratio = match raw.max_ratio {
+        None => Some(default.max_ratio),
+        Some(0) => {
+            r.error(&p.key("max_ratio"), "must be at least 1");
+            None
+        }
+        Some(n) => Some(n),
+    };
+    let max_bytes = match raw.max_bytes {
+        None => Ok(default.max_bytes),
+        Some(RawSize::Bytes(n)) => Ok(n),
+        Some(RawSize::Text(text)) => parse_size(&text),
+    };
+    let max_bytes = match max_bytes {
+        Ok(0) => {
+            r.error(&p.key("max_bytes"), "must be more than zero");
+            None
+        }
+        Ok(n) => Some(n),
+        Err(m) => {
+            r.error(&p.key("max_bytes"), m);
+            None
+        }
+    };
+    Some(crate::decode::Budget {
+        max_ratio: max_ratio?,
+        max_bytes: max_bytes?,
     })
 }
 

@@ -37,7 +37,7 @@ use crate::metrics;
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
 use crate::tls::ClientIdentity;
-use response::BodyScrubber;
+use response::{BodyError, BodyScrubber};
 
 /// The gateway: the current policy, swapped atomically on reload.
 pub struct Gateway {
@@ -341,8 +341,14 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::HTTPStatus(502), "upgraded without a scanner");
         }
         if let Some(scrubber) = ctx.response.as_mut() {
-            if let Err(msg) = scrubber.chunk(body, end_of_stream) {
-                return Error::e_explain(ErrorType::HTTPStatus(502), msg);
+            match scrubber.chunk(body, end_of_stream) {
+                Ok(()) => {}
+                Err(BodyError::Refused(refusal)) => {
+                    return Err(refusal_error(&mut ctx.refusal, refusal))
+                }
+                Err(BodyError::Broken(msg)) => {
+                    return Error::e_explain(ErrorType::HTTPStatus(502), msg)
+                }
             }
         }
         if end_of_stream && ctx.chunked_response {

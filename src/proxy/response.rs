@@ -2,26 +2,54 @@
 //! becomes its dummy in the response headers and the streamed body, compressed bodies are
 //! decoded first (or refused: fail closed), and framing headers are fixed up.
 //!
-//! Memory per response is bounded: the decoder's window plus the rewriter's held-back bytes
-//! (less than the longest real secret); nothing waits for the end of the body.
+//! Memory per response is bounded: the decoder's window, one read's decoded output (held to the
+//! `decoding` budget: see [`crate::decode`]), plus the rewriter's held-back bytes (less than the
+//! longest real secret); nothing waits for the end of the body.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
 use pingora::http::ResponseHeader;
 
 use super::headers::{self, HeaderError};
-use crate::decode::{Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS};
+use crate::decode::{DecodeError, Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS};
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
 
 /// Headers describing the exact bytes of a body; wrong once the body is rewritten.
 const BODY_DIGESTS: &[&str] = &["content-md5", "digest", "content-digest", "repr-digest"];
 
+/// The decoded buffer is kept between chunks up to this capacity; a larger one (a read that
+/// decoded to a lot) is freed rather than held for the rest of the response.
+const DECODED_RETAINED: usize = 256 * 1024;
+
 /// The per-response body state.
 pub struct BodyScrubber {
     decoder: Option<Decoder>,
     stream: RewriteStream,
     decoded: Vec<u8>,
+}
+
+/// Why a body chunk cannot be passed on.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Refused by policy (the decoding budget): recorded as a refusal, with its reason.
+    Refused(Refusal),
+    /// A broken body (a corrupt or truncated compressed stream); the message holds no secret.
+    Broken(String),
+}
+
+impl From<DecodeError> for BodyError {
+    fn from(e: DecodeError) -> Self {
+        if e.is_over_budget() {
+            BodyError::Refused(refuse(
+                502,
+                "decode_budget_exceeded",
+                format!("the upstream's compressed body decodes to more than the gateway's decoding budget allows ({e})"),
+            ))
+        } else {
+            BodyError::Broken(format!("corrupt compressed body: {e}"))
+        }
+    }
 }
 
 fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -112,7 +140,7 @@ pub fn prepare(
             format!("the upstream sent a body the gateway cannot scan ({e})"),
         )
     })?;
-    let decoder = Decoder::stacked(&codings);
+    let decoder = Decoder::stacked(&codings).map(|d| d.with_budget(policy.config.decoding));
     if decoder.is_some() {
         resp.remove_header(&http::header::CONTENT_ENCODING);
     }
@@ -218,29 +246,32 @@ impl BodyScrubber {
     /// Scrubs one chunk in place. `end` flushes everything held back.
     ///
     /// # Errors
-    /// A message (no secret in it) when a compressed body is corrupt or truncated.
-    pub fn chunk(&mut self, body: &mut Option<Bytes>, end: bool) -> Result<(), String> {
+    /// [`BodyError::Refused`] when a compressed body decodes to more than the `decoding`
+    /// budget allows; [`BodyError::Broken`] (no secret in the message) when it is corrupt or
+    /// truncated.
+    pub fn chunk(&mut self, body: &mut Option<Bytes>, end: bool) -> Result<(), BodyError> {
         let input = body.take().unwrap_or_default();
-        let mut out = Vec::with_capacity(input.len() + 64);
         let plain: &[u8] = match self.decoder.as_mut() {
             Some(d) => {
                 self.decoded.clear();
-                d.push(&input, &mut self.decoded)
-                    .map_err(|e| format!("corrupt compressed body: {e}"))?;
+                d.push(&input, &mut self.decoded)?;
                 if end {
-                    d.finish(&mut self.decoded)
-                        .map_err(|e| format!("corrupt compressed body: {e}"))?;
+                    d.finish(&mut self.decoded)?;
                 }
                 &self.decoded
             }
             None => &input,
         };
+        let mut out = Vec::with_capacity(plain.len() + 64);
         // The response rewriter has no refusing rules; an error here is a bug, and failing
         // the response is the safe way to handle it.
-        let internal = |_| "internal: a response rule refused".to_string();
+        let internal = |_| BodyError::Broken("internal: a response rule refused".to_string());
         self.stream.push(plain, &mut out).map_err(internal)?;
         if end {
             self.stream.finish(&mut out).map_err(internal)?;
+        }
+        if self.decoded.capacity() > DECODED_RETAINED {
+            self.decoded = Vec::new();
         }
         // An empty chunk is skipped by the writer; `None` would end the body early.
         *body = Some(Bytes::from(out));
