@@ -12,6 +12,7 @@
 //! - [`policy`]: a config compiled into routes and rewriters.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`server`]: listeners, the admin endpoint and the process.
+//! - [`log_scrub`]: the process log, with real values filtered out of third-party records.
 pub mod admin;
 pub mod audit;
 pub mod aws;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod connect;
 pub mod decode;
 pub mod encoded;
+pub mod log_scrub;
 pub mod metrics;
 pub mod pki;
 pub mod plan;
