@@ -13,6 +13,7 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`server`]: listeners, the admin endpoint and the process.
 //! - [`websocket`]: WebSocket frames scanned both ways on upgraded connections (no Pingora types).
+//! - [`log_scrub`]: the process log, with real values filtered out of third-party records.
 pub mod admin;
 pub mod audit;
 pub mod aws;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod connect;
 pub mod decode;
 pub mod encoded;
+pub mod log_scrub;
 pub mod metrics;
 pub mod pki;
 pub mod plan;

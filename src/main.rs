@@ -116,9 +116,7 @@ fn load(path: Option<&PathBuf>) -> Result<Loaded, ConfigErrors> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    slapenir::log_scrub::init();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check { admin } => match load(cli.config.as_ref()) {
             Ok(loaded) => {

@@ -4,7 +4,8 @@
 //!
 //! Request rewriter of upstream `u` (needles are dummies):
 //! - a credential bound to `u` with its real value loaded: replace the dummy with the real value;
-//! - a credential bound to `u` whose real value is unavailable: refuse (503, naming it);
+//! - a credential bound to `u` whose real value is unavailable: refuse (503, naming the
+//!   credential, never its source);
 //! - a credential bound elsewhere: refuse (403) — the agent is trying to send a secret where it
 //!   does not belong. This is the exfiltration guard.
 //!
@@ -289,22 +290,14 @@ impl Policy {
             .map_or("?", |u| u.name.as_str());
         let name = &refused.name;
         match kind {
-            RuleKind::Unavailable => {
-                let why = self
-                    .config
-                    .credentials
-                    .get(cred)
-                    .and_then(|c| c.real.as_ref().err().cloned())
-                    .unwrap_or_default();
-                Refusal {
-                    status: 503,
-                    reason: "credential_unavailable",
-                    message: format!(
-                        "credential `{name}` is unavailable on this gateway: {why}"
-                    ),
-                    credential: Some(cred),
-                }
-            }
+            // The agent learns which credential, never its source: a variable name or path
+            // is the operator's business (and may be a key pasted in the wrong place).
+            RuleKind::Unavailable => Refusal {
+                status: 503,
+                reason: "credential_unavailable",
+                message: format!("credential `{name}` is unavailable on this gateway"),
+                credential: Some(cred),
+            },
             RuleKind::AwsSecret => Refusal {
                 status: 403,
                 reason: "aws_secret_key_sent",

@@ -56,6 +56,8 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
         }
     }
     let policy = Arc::new(ArcSwap::from_pointee(policy));
+    // Before any peer is talked to: third-party log records lose the real values from now on.
+    crate::log_scrub::follow(policy.clone());
     let admin_policy = policy.clone();
     crate::metrics::init();
     crate::status::init();

@@ -2,8 +2,11 @@
 //! configs are reported with every error at its file:line:column.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn check(path: &Path) -> (bool, String, String) {
     check_in(Path::new("."), path)
@@ -262,4 +265,246 @@ fn check_never_prints_secret_values() {
     assert!(!err.contains("NEVER"), "{err}");
     assert!(err.contains("control character or space"), "{err}");
     assert!(err.contains("equals its dummy"), "{err}");
+}
+
+/// What an operator may paste where a secret's *source* belongs, each with the value that must
+/// never be quoted back and the error it gets instead: (case, credentials section, value,
+/// YAML path of the error, fragment of the message).
+fn secret_position_cases() -> Vec<(
+    &'static str,
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+)> {
+    const KEY: &str = "sk-live-PASTED0123456789abcdefXYZ";
+    const NUMBER: &str = "918273645546372819";
+    const AWS: &str = "AKIAPASTEDREAL7EXAMPLE";
+    let token = |real: &str| {
+        format!(
+            "credentials:\n  c:\n    dummy: dummy-value-1\n    real: {real}\n    upstreams: [a]\n"
+        )
+    };
+    let aws = |pair: &str| {
+        format!(
+            "credentials:\n  k:\n    kind: aws\n    access_key_id: {pair}\n    \
+             secret_access_key: {{ dummy: dummy-secret-0001, real: {{ env: HOME }} }}\n    upstreams: [a]\n"
+        )
+    };
+    let shape = "`real` must be a map with `env: VARIABLE` or `file: PATH`";
+    vec![
+        (
+            "literal real string",
+            token(KEY),
+            KEY,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "literal real quoted string",
+            token(&format!("\"{KEY}\"")),
+            KEY,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "literal real number",
+            token(NUMBER),
+            NUMBER,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "literal real list",
+            token(&format!("[{KEY}]")),
+            KEY,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "literal real with a tag",
+            token(&format!("!secret {KEY}")),
+            KEY,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "stray key holding the value",
+            token(&format!("{{ env: HOME, key: {KEY} }}")),
+            KEY,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "the value as a key",
+            token(&format!("{{ {KEY}: 1 }}")),
+            KEY,
+            "credentials.c.real",
+            shape,
+        ),
+        (
+            "env name that is a key",
+            token(&format!("{{ env: {KEY} }}")),
+            KEY,
+            "credentials.c.real.env",
+            "is not an environment variable name",
+        ),
+        (
+            "env name that is a number",
+            token(&format!("{{ env: {NUMBER} }}")),
+            NUMBER,
+            "credentials.c.real",
+            "`real.env` must be a string",
+        ),
+        (
+            "file that is a map with the value",
+            token(&format!("{{ file: {{ {KEY}: 1 }} }}")),
+            KEY,
+            "credentials.c.real",
+            "`real.file` must be a string",
+        ),
+        (
+            "credential that is the value",
+            format!("credentials:\n  c: {KEY}\n"),
+            KEY,
+            "credentials.c",
+            "a credential must be a map",
+        ),
+        (
+            "aws pair with a literal real",
+            aws(&format!("{{ dummy: AKIADUMMY0000001, real: {AWS} }}")),
+            AWS,
+            "credentials.k.access_key_id.real",
+            shape,
+        ),
+        (
+            "aws pair that is the value",
+            aws(AWS),
+            AWS,
+            "credentials.k.access_key_id",
+            "`access_key_id` must be a map",
+        ),
+    ]
+}
+
+/// Whether `text` shows `value`, or a long piece of it.
+fn shows(text: &str, value: &str) -> bool {
+    text.contains(value)
+        || value
+            .as_bytes()
+            .windows(12)
+            .any(|w| text.as_bytes().windows(12).any(|t| t == w))
+}
+
+/// A value written in a secret position is never quoted by `check` or at startup; the error
+/// still says where it is and what is allowed.
+#[test]
+fn values_in_secret_positions_are_never_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\n";
+    for (name, credentials, value, yaml_path, fragment) in secret_position_cases() {
+        let path = dir.path().join(format!("{}.yaml", name.replace(' ', "-")));
+        std::fs::write(&path, format!("{head}{credentials}")).unwrap();
+        let (ok, out, err) = check(&path);
+        assert!(!ok, "{name}: check passed");
+        assert!(
+            !shows(&out, value) && !shows(&err, value),
+            "{name}: check quoted the value:\n{err}"
+        );
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!(": {yaml_path}: ")))
+            .unwrap_or_else(|| panic!("{name}: no error at {yaml_path}:\n{err}"));
+        assert!(
+            line.contains(fragment),
+            "{name}: `{fragment}` not in `{line}`"
+        );
+        // file:line:column: a position was found.
+        let position = line
+            .trim_start_matches("error: ")
+            .split(": ")
+            .next()
+            .unwrap_or_default();
+        assert_eq!(
+            position.split(':').count(),
+            3,
+            "{name}: no position in `{line}`"
+        );
+
+        let run = Command::new(env!("CARGO_BIN_EXE_slapenir"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(!run.status.success(), "{name}: the gateway started");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(text.contains(fragment), "{name}: {text}");
+        assert!(
+            !shows(&text, value),
+            "{name}: startup quoted the value:\n{text}"
+        );
+    }
+}
+
+/// The same files written over a running gateway's config: neither `/reload/plan` nor the
+/// reload failure logged on SIGHUP quotes the value.
+#[test]
+fn values_in_secret_positions_are_never_quoted_by_reloads() {
+    let base = "listeners:\n  - name: l\n    address: {listen}\nadmin:\n  address: {admin}\nupstreams:\n  a:\n    url: http://127.0.0.1:1\n";
+    let gw = common::gateway::GatewayProcess::start(base, &[]);
+    let head = base
+        .replace("{listen}", &gw.listen.to_string())
+        .replace("{admin}", &gw.admin.to_string());
+    for (name, credentials, value, yaml_path, fragment) in secret_position_cases() {
+        std::fs::write(&gw.config_path, format!("{head}{credentials}")).unwrap();
+        let plan = Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://{}/reload/plan", gw.admin),
+            ])
+            .output()
+            .unwrap();
+        let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+        assert!(plan.trim_end().ends_with("422"), "{name}: {plan}");
+        assert!(
+            plan.contains(yaml_path) && plan.contains(fragment),
+            "{name}: {plan}"
+        );
+        assert!(
+            !shows(&plan, value),
+            "{name}: /reload/plan quoted the value:\n{plan}"
+        );
+
+        let before = gw.stderr().len();
+        gw.signal("HUP");
+        let logged = common::wait::wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            "the reload failure",
+            || {
+                let log = gw.stderr();
+                let new = log.get(before..).unwrap_or_default();
+                let after_hup = new.split_once("SIGHUP: reloading")?.1;
+                after_hup
+                    .contains("configuration NOT reloaded")
+                    .then(|| after_hup.to_string())
+            },
+            || gw.stderr(),
+        );
+        assert!(logged.contains(fragment), "{name}: {logged}");
+    }
+    let log = format!("{}{}", gw.stdout(), gw.stderr());
+    for (name, _, value, _, _) in secret_position_cases() {
+        assert!(
+            !shows(&log, value),
+            "{name}: the gateway's log quoted the value:\n{log}"
+        );
+    }
 }

@@ -106,13 +106,47 @@ pub struct RawPair {
 
 /// Exactly one of `env` and `file`. There is deliberately no way to write a real secret inline:
 /// config files end up in repositories, tickets and logs.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// `real` is a secret position: whatever an operator wrote there by mistake (the key itself,
+/// `real: sk-live-...`, a key pasted as a map key or as the variable name) must never be
+/// quoted back by `check`, at startup, in a reload failure or by `/reload/plan`. serde's
+/// derived errors quote the value (`invalid type: string "sk-live-..."`, `unknown field
+/// `sk-live-...``), so this type is deserialized by hand from a YAML value, and every error
+/// says what is expected without showing what was found. The variable name is checked (and
+/// never quoted either) by validation, which knows where it stands in the file.
+#[derive(Debug, Default)]
 pub struct RawSecretSource {
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+/// The error for anything under `real` that is not `{ env: NAME }` or `{ file: PATH }`.
+pub const REAL_SHAPE: &str = "`real` must be a map with `env: VARIABLE` or `file: PATH` \
+     (secrets are never written in the config); a value written here is not shown";
+
+impl<'de> Deserialize<'de> for RawSecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        use serde_yaml::Value;
+        // Reading any YAML into a `Value` cannot fail on content, so no value is quoted here.
+        let Value::Mapping(map) = Value::deserialize(d)? else {
+            return Err(D::Error::custom(REAL_SHAPE));
+        };
+        let mut out = RawSecretSource::default();
+        for (key, value) in map {
+            match (key.as_str(), value) {
+                (Some("env"), Value::String(name)) => out.env = Some(name),
+                (Some("file"), Value::String(path)) => out.file = Some(PathBuf::from(path)),
+                (Some(key @ ("env" | "file")), _) => {
+                    return Err(D::Error::custom(format!(
+                        "`real.{key}` must be a string; the value written here is not shown"
+                    )))
+                }
+                _ => return Err(D::Error::custom(REAL_SHAPE)),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -799,6 +799,10 @@ fn check_credentials(
     let mut dummies: HashMap<Vec<u8>, String> = HashMap::new();
     for (name, item) in items {
         let p = path.key(&name);
+        if !check_secret_shapes(r, &p, item) {
+            ok = false;
+            continue;
+        }
         let Some(raw) = r.item::<RawCredential>(&p, item) else {
             ok = false;
             continue;
@@ -953,6 +957,41 @@ fn check_credentials(
     ok.then_some(out)
 }
 
+/// The containers of a `real` must be maps before serde sees them: its error for a scalar
+/// credential (`openai: sk-live-...`) or AWS pair (`access_key_id: AKIA...`) would quote the
+/// value. `real` itself never echoes (see [`RawSecretSource`]). False after reporting.
+fn check_secret_shapes(r: &mut Report<'_>, p: &YamlPath, item: &Value) -> bool {
+    let Value::Mapping(map) = item else {
+        r.error(
+            p,
+            "a credential must be a map with `dummy`, `real` and `upstreams` (or `kind: aws` and \
+             its pairs); a value written here is not shown",
+        );
+        return false;
+    };
+    let mut ok = true;
+    for role in [
+        AwsRole::AccessKeyId,
+        AwsRole::SecretAccessKey,
+        AwsRole::SessionToken,
+    ] {
+        match map.get(role.key()) {
+            None | Some(Value::Mapping(_) | Value::Null) => {}
+            Some(_) => {
+                r.error(
+                    &p.key(role.key()),
+                    format!(
+                        "`{}` must be a map with `dummy` and `real`; a value written here is not shown",
+                        role.key()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
 /// A checked dummy, its secret's source, and the loaded secret (or why it is unavailable).
 type CheckedPair = (
     Vec<u8>,
@@ -986,12 +1025,14 @@ fn check_pair(
     }
     let source = match (raw_real.env, raw_real.file) {
         (Some(env), None) => {
-            if env.is_empty() || env.contains('=') || env.contains('\0') {
+            if !is_env_name(&env) {
+                // Not quoted: a key pasted here by mistake would be printed.
                 r.error(
                     &p.key("real").key("env"),
-                    format!("`{env}` is not an environment variable name"),
+                    "this is not an environment variable name: use letters, digits and `_`, \
+                     not starting with a digit (the name written here is not shown)",
                 );
-                ok = false;
+                return None;
             }
             SecretSource::Env(env)
         }
@@ -1030,6 +1071,16 @@ fn check_pair(
         }
     };
     ok.then_some((dummy, source, real))
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: the names a shell can set, and never a pasted key like
+/// `sk-live-...` (which would then be named in warnings about the unset variable).
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A dummy goes into headers and URLs and is searched for in every request: it must be long

@@ -151,13 +151,11 @@ fn key_values(policy: &Policy, key: usize, real: bool) -> Result<KeyValues, Refu
         }
         match &cred.real {
             Ok(secret) => Ok(zeroize::Zeroizing::new(secret.expose().to_vec())),
-            Err(why) => Err(Refusal {
+            // Named by credential only: its source is the operator's business.
+            Err(_) => Err(Refusal {
                 status: 503,
                 reason: "credential_unavailable",
-                message: format!(
-                    "credential `{}` is unavailable on this gateway: {why}",
-                    cred.name
-                ),
+                message: format!("credential `{}` is unavailable on this gateway", cred.name),
                 credential: Some(idx),
             }),
         }
