@@ -78,12 +78,7 @@ pub fn scrub_head(
 /// be scrubbed into a valid header value is dropped instead.
 pub fn scrub_trailers(policy: &Policy, trailers: &mut HeaderMap, hits: &mut Hits) {
     let rw = &policy.response;
-    let leaking: Vec<HeaderName> = trailers
-        .keys()
-        .filter(|n| headers::name_matches(rw, n, hits))
-        .cloned()
-        .collect();
-    for name in &leaking {
+    for name in &leaking_names(policy, trailers, hits) {
         trailers.remove(name);
     }
     let changes = match headers::rewrite_values(trailers, rw, hits, false) {
@@ -206,6 +201,15 @@ fn empty_by_length(resp: &ResponseHeader) -> bool {
         == Some(0)
 }
 
+/// The header names that hold a real secret (or a form of one) in any letter case; counted.
+fn leaking_names(policy: &Policy, fields: &HeaderMap, hits: &mut Hits) -> Vec<HeaderName> {
+    fields
+        .keys()
+        .filter(|n| headers::name_matches(&policy.response, n, hits))
+        .cloned()
+        .collect()
+}
+
 /// Replaces real secrets in header values with their dummies; a header whose *name* holds a
 /// real secret is dropped.
 fn scrub_headers(
@@ -214,13 +218,7 @@ fn scrub_headers(
     hits: &mut Hits,
 ) -> Result<(), Refusal> {
     let rw = &policy.response;
-    let leaking_names: Vec<HeaderName> = resp
-        .headers
-        .keys()
-        .filter(|n| headers::name_matches(rw, n, hits))
-        .cloned()
-        .collect();
-    for name in &leaking_names {
+    for name in &leaking_names(policy, &resp.headers, hits) {
         resp.remove_header(name);
     }
     let changes = headers::rewrite_values(&resp.headers, rw, hits, false).map_err(|e| match e {
