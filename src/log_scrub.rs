@@ -103,6 +103,7 @@ pub fn scrub(rewriter: &Rewriter, message: &str) -> Option<String> {
     }
     if !escaped.is_empty() {
         let mut names: Vec<&str> = escaped.iter().map(|(r, _)| rewriter.rule_name(r)).collect();
+        names.sort_unstable();
         names.dedup();
         return Some(format!(
             "[record withheld: it held the real value of credential(s) `{}` in an escaped form]",

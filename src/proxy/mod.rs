@@ -292,7 +292,6 @@ impl ProxyHttp for Gateway {
             &ctx.policy,
             upstream_response,
             head_request,
-            session.is_upgrade_req(),
             &mut ctx.response_hits,
         ) {
             Ok(scrubber) => {

@@ -107,25 +107,18 @@ pub fn scrub_trailers(policy: &Policy, trailers: &mut HeaderMap, hits: &mut Hits
 /// stream is scanned frame by frame elsewhere).
 ///
 /// # Errors
-/// 502 when the upstream switches protocols although the request asked for no upgrade, and
-/// when the body carries a content or transfer coding the gateway cannot decode: such a body is
+/// 502 when a scrubbed header value is invalid, and when the body carries a content or transfer coding the gateway cannot decode: such a body is
 /// never passed through unscanned.
 pub fn prepare(
     policy: &Policy,
     resp: &mut ResponseHeader,
     head_request: bool,
-    upgrade_requested: bool,
     hits: &mut Hits,
 ) -> Result<Option<BodyScrubber>, Refusal> {
     scrub_head(policy, resp, hits)?;
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        if !upgrade_requested {
-            return Err(refuse(
-                502,
-                "unsolicited_upgrade",
-                "the upstream switched protocols although the request asked for no upgrade; what follows could not be scanned",
-            ));
-        }
+        // Checked (and refused unless it answers an admitted WebSocket upgrade) by
+        // `ws::start_response`, which runs first for every `101`.
         return Ok(None);
     }
     let (codings, transfer_coded) = body_codings(resp).map_err(|e| {
@@ -170,19 +163,14 @@ fn body_codings(resp: &ResponseHeader) -> Result<(Vec<Encoding>, bool), Unsuppor
             .iter()
             .map(|v| v.as_bytes()),
     )?;
-    let transfer: Vec<Vec<u8>> = resp
-        .headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .map(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .filter(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-                .collect::<Vec<_>>()
-                .join(&b',')
-        })
-        .collect();
-    let transfer = Encoding::parse_list(transfer.iter().map(Vec::as_slice))?;
+    // Token by token (no allocation for the usual `chunked`), without `chunked` itself.
+    let transfer = Encoding::parse_list(
+        resp.headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+    )?;
     let transfer_coded = !transfer.is_empty();
     codings.extend(transfer);
     if codings.len() > MAX_STACKED_CODINGS {
