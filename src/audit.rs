@@ -13,7 +13,6 @@ use pingora::Error;
 use serde::Serialize;
 
 use crate::proxy::Ctx;
-use crate::rewrite::Hits;
 
 static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -30,15 +29,24 @@ struct RequestLine<'a> {
     refusal: Option<&'a str>,
     refused_credential: Option<&'a str>,
     credentials_in: Vec<&'a str>,
+    /// Dummies forwarded unchanged: found outside the places their credential is swapped in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    credentials_kept: Vec<&'a str>,
     credentials_out: Vec<&'a str>,
+    /// The configured client identity whose values were used (credentials with `clients`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
     bytes_in: usize,
     bytes_out: usize,
     duration_seconds: f64,
     error: Option<&'a str>,
 }
 
-fn names<'a>(hits: &Hits, name: impl Fn(usize) -> Option<&'a str>) -> Vec<&'a str> {
-    let mut v: Vec<&str> = hits.iter().filter_map(|(rule, _)| name(rule)).collect();
+fn names<'a>(
+    hits: impl Iterator<Item = (usize, u64)>,
+    name: impl Fn(usize) -> Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut v: Vec<&str> = hits.filter_map(|(rule, _)| name(rule)).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -67,13 +75,12 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
             .refusal()
             .and_then(|r| r.credential)
             .and_then(credential),
-        credentials_in: names(ctx.request_hits(), |rule| {
-            let (c, _) = *policy.upstream_rules.get(upstream?)?.rules.get(rule)?;
-            credential(c)
-        }),
-        credentials_out: names(ctx.response_hits(), |rule| {
+        credentials_in: names(ctx.request_hits().iter(), credential),
+        credentials_kept: names(ctx.request_hits().kept(), credential),
+        credentials_out: names(ctx.response_hits().iter(), |rule| {
             credential(*policy.response_rules.get(rule)?)
         }),
+        client: ctx.client(),
         bytes_in: session.body_bytes_read(),
         bytes_out: session.body_bytes_sent(),
         duration_seconds: ctx.started().elapsed().as_secs_f64(),

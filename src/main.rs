@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                     c.listeners.len(),
                     c.upstreams.len(),
                     c.credentials.len(),
-                    c.credentials.iter().filter(|c| c.real.is_ok()).count(),
+                    c.credentials.iter().filter(|c| c.available()).count(),
                     c.routes.len()
                 );
                 match admin.map(reload_plan) {

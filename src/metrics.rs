@@ -7,8 +7,9 @@
 //! | `slapenir_requests_total` | counter | `route`, `upstream`, `status_class` | requests answered, by route (`host` + path prefix from the config, `none` when unrouted), upstream name and status class (`2xx`...`5xx`, `none` when the connection failed before an answer) |
 //! | `slapenir_request_duration_seconds` | histogram | `route`, `upstream` | time from request start to the end of logging |
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
-//! | `slapenir_replacements_total` | counter | `credential`, `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
-//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `other` |
+//! | `slapenir_replacements_total` | counter | `credential`, `client` (the configured client identity whose value was swapped in, for credentials with values per client; empty otherwise and for responses), `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
+//! | `slapenir_misplaced_dummies_total` | counter | `credential` | dummies found in a request to one of the credential's upstreams outside the places it is swapped in (`swap_in`), forwarded unchanged |
+//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `credential_not_for_client` (a credential with values per client identity, used by a client without one), `credential_rule_denied` (a swap outside the credential's `allow` rules), `real_secret_from_agent` (a real value, in any encoding, sent by the agent), `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `other` |
 //! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
 //! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
 //! | `slapenir_certificate_expiry_timestamp_seconds` | gauge | `listener` | notAfter of the listener's server certificate (unix time), updated on reload |
@@ -36,6 +37,9 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "bad_request",
     "connect_unsupported",
     "placeholder_in_header_name",
+    "credential_not_for_client",
+    "credential_rule_denied",
+    "real_secret_from_agent",
     "misdirected_request",
     "tunnel_handshake_failed",
     "aws_signature_invalid",
@@ -113,9 +117,17 @@ mod defs {
         register_int_counter_vec!(
             "slapenir_replacements_total",
             "Credential swaps, by credential name and direction (request: dummy to real, response: real to dummy).",
-            &["credential", "direction"]
+            &["credential", "client", "direction"]
         )
         .expect("register slapenir_replacements_total")
+    });
+    pub static MISPLACED: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_misplaced_dummies_total",
+            "Dummies found outside the places their credential is swapped in, forwarded unchanged.",
+            &["credential"]
+        )
+        .expect("register slapenir_misplaced_dummies_total")
     });
     pub static REFUSALS: Lazy<IntCounterVec> = Lazy::new(|| {
         register_int_counter_vec!(
@@ -158,6 +170,7 @@ pub fn init() {
         defs::BODY_BYTES.with_label_values(&[d]);
     }
     Lazy::force(&defs::REPLACEMENTS);
+    Lazy::force(&defs::MISPLACED);
     for r in REFUSAL_REASONS {
         defs::REFUSALS.with_label_values(&[r]);
     }
@@ -235,11 +248,18 @@ pub fn body_bytes(direction: &'static str, n: usize) {
         .inc_by(n as u64);
 }
 
-/// Counts swaps of one credential (`direction`: `request` or `response`).
-pub fn replacements(credential: &str, direction: &'static str, n: u64) {
+/// Counts swaps of one credential (`direction`: `request` or `response`; `client`: the
+/// configured client identity whose value was used, or `""`).
+pub fn replacements(credential: &str, client: &str, direction: &'static str, n: u64) {
     defs::REPLACEMENTS
-        .with_label_values(&[credential, direction])
+        .with_label_values(&[credential, client, direction])
         .inc_by(n);
+}
+
+/// Counts dummies of one credential forwarded unchanged because they were outside its
+/// `swap_in` places.
+pub fn misplaced(credential: &str, n: u64) {
+    defs::MISPLACED.with_label_values(&[credential]).inc_by(n);
 }
 
 /// Counts a refusal; unknown reasons are counted as `other` to keep the label set closed.

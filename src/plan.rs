@@ -23,6 +23,13 @@ pub struct Plan {
     pub credentials_rotated: Vec<String>,
     /// The dummy, the bound upstreams or the availability changed.
     pub credentials_changed: Vec<String>,
+    /// Where the dummy is swapped (`swap_in:`) changed.
+    pub credentials_placement_changed: Vec<String>,
+    /// The requests the swap happens for (`allow:`) changed.
+    pub credentials_rules_changed: Vec<String>,
+    /// The client identities with values of their own changed: `NAME (+added -removed)`, or
+    /// `NAME (values rotated: id, ...)` when only values changed.
+    pub credentials_clients_changed: Vec<String>,
     /// Parts that only a restart applies (listeners, admin, interception).
     pub needs_restart: Vec<String>,
 }
@@ -105,19 +112,76 @@ impl Plan {
                             .filter_map(|&i| c.upstreams.get(i).map(|u| u.name.clone()))
                             .collect()
                     };
-                    let rotated = match (&o.real, &n.real) {
-                        (Ok(a), Ok(b)) => !a.ct_eq(b.expose()),
-                        _ => false,
+                    let clients = |c: &crate::config::Credential| -> Vec<Option<String>> {
+                        c.values.iter().map(|v| v.client.clone()).collect()
                     };
+                    let (oc, nc) = (clients(o), clients(n));
+                    // Values compared per client identity present on both sides.
+                    let mut rotated_for = Vec::new();
+                    let mut source_changed = false;
+                    for nv in &n.values {
+                        let Some(ov) = o.values.iter().find(|v| v.client == nv.client) else {
+                            continue;
+                        };
+                        if let (Ok(a), Ok(b)) = (&ov.real, &nv.real) {
+                            if !a.ct_eq(b.expose()) {
+                                rotated_for.push(nv.client.clone().unwrap_or_default());
+                            }
+                        }
+                        source_changed |=
+                            ov.source != nv.source || ov.real.is_ok() != nv.real.is_ok();
+                    }
                     let changed = o.dummy != n.dummy
                         || names(old, &o.upstreams) != names(new, &n.upstreams)
-                        || o.real.is_ok() != n.real.is_ok()
-                        || o.source != n.source;
-                    if rotated {
+                        || source_changed;
+                    if !rotated_for.is_empty() {
                         plan.credentials_rotated.push(n.name.clone());
                     }
                     if changed {
                         plan.credentials_changed.push(n.name.clone());
+                    }
+                    if o.swap_in != n.swap_in {
+                        plan.credentials_placement_changed.push(n.name.clone());
+                    }
+                    if o.allow != n.allow {
+                        plan.credentials_rules_changed.push(n.name.clone());
+                    }
+                    let ids = |v: &[Option<String>]| -> Vec<String> {
+                        v.iter().flatten().cloned().collect()
+                    };
+                    let added: Vec<String> = ids(&nc)
+                        .into_iter()
+                        .filter(|c| !ids(&oc).contains(c))
+                        .collect();
+                    let removed: Vec<String> = ids(&oc)
+                        .into_iter()
+                        .filter(|c| !ids(&nc).contains(c))
+                        .collect();
+                    let mut parts: Vec<String> = added.iter().map(|c| format!("+{c}")).collect();
+                    parts.extend(removed.iter().map(|c| format!("-{c}")));
+                    if oc.contains(&None) != nc.contains(&None) {
+                        parts.push(if nc.contains(&None) {
+                            "one value for every client".into()
+                        } else {
+                            "values per client".into()
+                        });
+                    }
+                    let per_client_rotations: Vec<&String> =
+                        rotated_for.iter().filter(|c| !c.is_empty()).collect();
+                    if !parts.is_empty() {
+                        plan.credentials_clients_changed.push(format!(
+                            "{} ({})",
+                            n.name,
+                            parts.join(" ")
+                        ));
+                    } else if !per_client_rotations.is_empty() {
+                        let list: Vec<&str> =
+                            per_client_rotations.iter().map(|s| s.as_str()).collect();
+                        plan.credentials_clients_changed.push(format!(
+                            "{} (values rotated: {})",
+                            n.name,
+                            list.join(", ")
+                        ));
                     }
                 }
             }
@@ -161,7 +225,7 @@ impl fmt::Display for Plan {
         if self.is_empty() {
             return f.write_str("no changes");
         }
-        let parts: [(&str, &Vec<String>); 11] = [
+        let parts: [(&str, &Vec<String>); 14] = [
             ("routes added", &self.routes_added),
             ("routes removed", &self.routes_removed),
             ("routes changed", &self.routes_changed),
@@ -172,6 +236,18 @@ impl fmt::Display for Plan {
             ("credentials removed", &self.credentials_removed),
             ("credentials rotated", &self.credentials_rotated),
             ("credentials changed", &self.credentials_changed),
+            (
+                "credential placement changed (swap_in)",
+                &self.credentials_placement_changed,
+            ),
+            (
+                "credential rules changed (allow)",
+                &self.credentials_rules_changed,
+            ),
+            (
+                "credential clients changed",
+                &self.credentials_clients_changed,
+            ),
             (
                 "needs a restart (not applied by a reload)",
                 &self.needs_restart,

@@ -1,13 +1,24 @@
 //! The policy: a validated [`Config`] compiled into what the request path needs — a route table,
-//! one request rewriter per upstream and one response rewriter. A request takes one `Arc<Policy>`
-//! when it starts and keeps it to the end, so a reload never changes the rules under it.
+//! the request rules of each upstream and one response rewriter. A request takes one
+//! `Arc<Policy>` when it starts and keeps it to the end, so a reload never changes the rules under
+//! it.
 //!
-//! Request rewriter of upstream `u` (needles are dummies):
-//! - a credential bound to `u` with its real value loaded: replace the dummy with the real value;
-//! - a credential bound to `u` whose real value is unavailable: refuse (503, naming the
-//!   credential, never its source);
-//! - a credential bound elsewhere: refuse (403) — the agent is trying to send a secret where it
-//!   does not belong. This is the exfiltration guard.
+//! Request rules of upstream `u`, for one client identity (needles are the dummies, then every
+//! real value in each of its encoded forms). Each place in a request (a header, `Basic`
+//! credentials, a query parameter, the path, the body by media type, WebSocket messages) gets the
+//! rule set of the credentials swapped there ([`crate::config::SwapIn`]):
+//! - a credential bound to `u` and swapped in this place, with a real value for this client:
+//!   replace the dummy with it;
+//! - the same, without a value: refuse (503 when it is unavailable, 403 when the credential has
+//!   values per client and this client has none);
+//! - a credential bound to `u` but not swapped in this place: keep the dummy, counted (the
+//!   upstream sees only the dummy; an agent's chat history may well hold one);
+//! - a credential bound elsewhere: refuse (403) — the exfiltration guard;
+//! - a real value, in any encoding, sent by the agent: refuse (403), even towards its own
+//!   upstream.
+//!
+//! Every rule set of an upstream has the same rules in the same order (rule `i < credentials`
+//! is credential `i`'s dummy), so hits from different places add up by credential.
 //!
 //! Response rewriter (needles are real values): every loaded real value becomes its dummy,
 //! whichever upstream answered; so do its encoded forms (base64 at each alignment,
@@ -22,20 +33,28 @@ use zeroize::Zeroizing;
 use crate::config::{AwsRole, Config, Credential, Route};
 use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
-use crate::rewrite::{Action, Refused, Rewriter, Rule, Shape};
+use crate::rewrite::{Action, Hits, Refused, Rewriter, Rule, Shape};
+use crate::tls::ClientIdentity;
 
-/// Why a request rule refuses.
+/// What a request rule does in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleKind {
-    /// Dummy of a credential bound to this upstream with its real value: replaced.
+    /// Dummy of a credential bound to this upstream, swapped here, with its real value:
+    /// replaced.
     Replace,
+    /// Dummy of a credential bound to this upstream but not swapped in this place: kept.
+    Misplaced,
     /// Dummy of a credential bound to this upstream whose real value is unavailable.
     Unavailable,
+    /// Dummy of a credential with values per client, and this client has none.
+    NotForClient,
     /// Dummy of a credential bound to another upstream.
     Foreign,
     /// The dummy secret access key of an `aws` credential: never sent anywhere (requests are
     /// signed with it, and the gateway signs them again with the real one).
     AwsSecret,
+    /// A real value (or an encoding of one) sent by the agent.
+    RealFromAgent,
 }
 
 /// An `aws` credential: its parts as indexes into [`Config::credentials`].
@@ -71,20 +90,116 @@ impl Refusal {
     }
 }
 
-/// Request-direction rules of one upstream.
-pub struct UpstreamRules {
+/// The rules of one place in a request: every rule of the upstream, with this place's actions.
+#[derive(Debug)]
+pub struct RuleSet {
     pub rewriter: Arc<Rewriter>,
-    /// For each rule index: the credential index and what the rule does.
-    pub rules: Vec<(usize, RuleKind)>,
-    /// Every replacement keeps the length (dummy and real are equally long), so a request's
-    /// `Content-Length` stays right.
+    /// For each rule index: the credential index and what the rule does here.
+    pub kinds: Vec<(usize, RuleKind)>,
+    /// Every replacement keeps the length (dummy and real are equally long), so a body keeps its
+    /// `Content-Length`; always true for a set that replaces nothing.
     pub length_preserving: bool,
+}
+
+impl RuleSet {
+    /// The credential and kind of rule `rule`.
+    pub fn kind(&self, rule: usize) -> Option<(usize, RuleKind)> {
+        self.kinds.get(rule).copied()
+    }
+}
+
+/// Request-direction rules of one upstream for one client identity: the rule set of each place.
+pub struct UpstreamRules {
+    /// Distinct rule sets; `sets[0]` swaps nothing.
+    sets: Vec<Arc<RuleSet>>,
+    headers: HashMap<http::HeaderName, usize>,
+    basic: HashMap<http::HeaderName, usize>,
+    query: HashMap<String, usize>,
+    path: usize,
+    /// Media type patterns as written, each with the set of the credentials it selects.
+    body: Vec<(String, usize)>,
+    websocket: usize,
+}
+
+impl UpstreamRules {
+    fn set(&self, i: usize) -> &Arc<RuleSet> {
+        self.sets.get(i).unwrap_or(&self.sets[0])
+    }
+
+    /// The set that swaps nothing: header names, query names, anything not listed.
+    pub fn nowhere(&self) -> &Arc<RuleSet> {
+        &self.sets[0]
+    }
+
+    /// Rules for the values of header `name`.
+    pub fn header(&self, name: &http::HeaderName) -> &Arc<RuleSet> {
+        self.set(self.headers.get(name).copied().unwrap_or(0))
+    }
+
+    /// Rules for `Basic` credentials in header `name`, when any credential may be swapped there
+    /// or the header is `Authorization` (whose `Basic` credentials are always checked).
+    pub fn basic(&self, name: &http::HeaderName) -> Option<&Arc<RuleSet>> {
+        match self.basic.get(name) {
+            Some(&i) => Some(self.set(i)),
+            None => (*name == http::header::AUTHORIZATION).then(|| self.nowhere()),
+        }
+    }
+
+    /// The headers whose `Basic` credentials are checked.
+    pub fn basic_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        std::iter::once(&http::header::AUTHORIZATION).chain(
+            self.basic
+                .keys()
+                .filter(|n| **n != http::header::AUTHORIZATION),
+        )
+    }
+
+    /// Rules for the value of query parameter `name` (as written).
+    pub fn query(&self, name: &[u8]) -> &Arc<RuleSet> {
+        let i = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.query.get(n))
+            .copied()
+            .unwrap_or(0);
+        self.set(i)
+    }
+
+    /// Whether any credential is swapped into a query parameter.
+    pub fn any_query(&self) -> bool {
+        !self.query.is_empty()
+    }
+
+    /// Rules for the path.
+    pub fn path(&self) -> &Arc<RuleSet> {
+        self.set(self.path)
+    }
+
+    /// Rules for a body of `media_type` (lower case, no parameters; `None` without
+    /// `Content-Type`, which only `*/*` matches): the most specific matching pattern
+    /// (`type/subtype`, then `type/*`, then `*/*`) selects exactly the credentials whose lists
+    /// match.
+    pub fn body(&self, media_type: Option<&str>) -> &Arc<RuleSet> {
+        let find = |p: &str| self.body.iter().find(|(q, _)| q == p).map(|(_, i)| *i);
+        let specific = media_type.and_then(|mt| {
+            let wildcard = mt.split_once('/').map(|(t, _)| format!("{t}/*"));
+            find(mt).or_else(|| wildcard.as_deref().and_then(find))
+        });
+        self.set(specific.or_else(|| find("*/*")).unwrap_or(0))
+    }
+
+    /// Rules for WebSocket messages from the agent.
+    pub fn websocket(&self) -> &Arc<RuleSet> {
+        self.set(self.websocket)
+    }
 }
 
 /// A compiled configuration.
 pub struct Policy {
     pub config: Config,
-    pub upstream_rules: Vec<UpstreamRules>,
+    /// Per upstream, per client slot (see [`Policy::client_slot`]).
+    upstream_rules: Vec<Vec<UpstreamRules>>,
+    /// The client identities with values of their own (slot `i + 1` is `clients[i]`).
+    pub clients: Vec<String>,
     pub response: Arc<Rewriter>,
     /// For each response rule index: the credential index.
     pub response_rules: Vec<usize>,
@@ -108,44 +223,20 @@ impl Policy {
     /// two credentials with the same real value), as messages naming the credentials.
     pub fn compile(config: Config) -> Result<Policy, Vec<String>> {
         let mut errors = Vec::new();
+        let clients = config.client_identities();
+        let refused = real_needles(&config);
         let mut upstream_rules = Vec::new();
         for (u, up) in config.upstreams.iter().enumerate() {
-            let mut rules = Vec::new();
-            let mut meta = Vec::new();
-            let mut length_preserving = true;
-            for (c, cred) in config.credentials.iter().enumerate() {
-                let aws_secret = cred
-                    .aws
-                    .as_ref()
-                    .is_some_and(|a| a.role == AwsRole::SecretAccessKey);
-                let (action, kind) = match (&cred.real, cred.upstreams.contains(&u)) {
-                    _ if aws_secret => (Action::Refuse, RuleKind::AwsSecret),
-                    (Ok(real), true) => {
-                        length_preserving &= real.len() == cred.dummy.len();
-                        (
-                            Action::Replace(Zeroizing::new(real.expose().to_vec())),
-                            RuleKind::Replace,
-                        )
-                    }
-                    (Err(_), true) => (Action::Refuse, RuleKind::Unavailable),
-                    (_, false) => (Action::Refuse, RuleKind::Foreign),
-                };
-                rules.push(Rule {
-                    name: Arc::from(cred.name.as_str()),
-                    needle: Zeroizing::new(cred.dummy.clone()),
-                    action,
-                });
-                meta.push((c, kind));
+            let mut per_slot = Vec::new();
+            for client in std::iter::once(None).chain(clients.iter().map(|c| Some(c.as_str()))) {
+                match upstream_rules_for(&config, u, client, &refused) {
+                    Ok(r) => per_slot.push(r),
+                    Err(e) => errors.push(format!("request rules for upstream `{}`: {e}", up.name)),
+                }
             }
-            match Rewriter::new(rules) {
-                Ok(rw) => upstream_rules.push(UpstreamRules {
-                    rewriter: Arc::new(rw),
-                    rules: meta,
-                    length_preserving,
-                }),
-                Err(e) => errors.push(format!("request rules for upstream `{}`: {e}", up.name)),
-            }
+            upstream_rules.push(per_slot);
         }
+        drop(refused);
         let mut rules = Vec::new();
         let mut shapes = Vec::new();
         let mut response_rules = Vec::new();
@@ -153,7 +244,14 @@ impl Policy {
         // Literal real values first (a duplicate among them is a configuration error), then
         // their encoded forms, leaving out any needle another rule already has.
         for (c, cred) in config.credentials.iter().enumerate() {
-            if let Ok(real) = &cred.real {
+            for real in cred.values.iter().filter_map(|v| v.real.as_ref().ok()) {
+                if rules
+                    .iter()
+                    .any(|r: &Rule| r.needle.as_slice() == real.expose())
+                {
+                    // The same key for two clients of one credential.
+                    continue;
+                }
                 response_length_preserving &= real.len() == cred.dummy.len();
                 rules.push(Rule {
                     name: Arc::from(cred.name.as_str()),
@@ -166,8 +264,8 @@ impl Policy {
             }
         }
         for (c, cred) in config.credentials.iter().enumerate() {
-            let Ok(real) = &cred.real else { continue };
-            for form in encoded::response_forms(real.expose(), &cred.dummy) {
+            let reals = cred.values.iter().filter_map(|v| v.real.as_ref().ok());
+            for form in reals.flat_map(|real| encoded::response_forms(real.expose(), &cred.dummy)) {
                 if rules.iter().any(|r: &Rule| r.needle == form.needle) {
                     continue;
                 }
@@ -216,6 +314,7 @@ impl Policy {
                 upstream_tls: config.upstreams.iter().map(UpstreamTls::new).collect(),
                 config,
                 upstream_rules,
+                clients,
                 response,
                 response_rules,
                 response_length_preserving,
@@ -275,13 +374,89 @@ impl Policy {
         })
     }
 
-    /// Turns a refused request rule into the answer for the agent.
-    pub fn request_refusal(&self, upstream: usize, refused: &Refused) -> Refusal {
-        let (cred, kind) = self
-            .upstream_rules
-            .get(upstream)
-            .and_then(|u| u.rules.get(refused.rule))
-            .copied()
+    /// The client slot of an identity: `1 + i` for the first of [`Policy::clients`] the
+    /// identity holds (its common name or a SAN), `0` for any other or none.
+    pub fn client_slot(&self, identity: Option<&ClientIdentity>) -> usize {
+        let Some(id) = identity else { return 0 };
+        self.clients
+            .iter()
+            .position(|c| id.is_any_of(std::slice::from_ref(c)))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// The client identity of slot `slot`, if any.
+    pub fn client_name(&self, slot: usize) -> Option<&str> {
+        slot.checked_sub(1)
+            .and_then(|i| self.clients.get(i))
+            .map(String::as_str)
+    }
+
+    /// The request rules of `upstream` for client slot `slot`.
+    pub fn request_rules(&self, upstream: usize, slot: usize) -> Option<&UpstreamRules> {
+        let per_slot = self.upstream_rules.get(upstream)?;
+        per_slot.get(slot).or_else(|| per_slot.first())
+    }
+
+    /// The credentials bound to `upstream` whose `allow:` rules do not admit this request: their
+    /// dummies must not be swapped in it. `path` is the path as routed (see
+    /// `proxy::request::match_path`), `query_names` its query parameter names.
+    pub fn denied_credentials(
+        &self,
+        upstream: usize,
+        method: &str,
+        path: &[u8],
+        query_names: &[&[u8]],
+    ) -> Vec<usize> {
+        self.config
+            .credentials
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.upstreams.contains(&upstream))
+            .filter(|(_, c)| {
+                c.allow.as_ref().is_some_and(|rules| {
+                    !rules.iter().any(|r| r.matches(method, path, query_names))
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The refusal for the first credential of `denied` that `hits` swapped, if any (hits of
+    /// request rules count by credential: see the module documentation).
+    pub fn check_allowed(&self, denied: &[usize], hits: &Hits) -> Result<(), Refusal> {
+        if denied.is_empty() {
+            return Ok(());
+        }
+        match hits.iter().find(|(rule, _)| denied.contains(rule)) {
+            None => Ok(()),
+            Some((c, _)) => {
+                let name = self
+                    .config
+                    .credentials
+                    .get(c)
+                    .map_or("?", |c| c.name.as_str());
+                Err(Refusal {
+                    status: 403,
+                    reason: "credential_rule_denied",
+                    message: format!(
+                        "credential `{name}` may not be used for this request: its method, path or query parameters are outside the credential's `allow` rules (credentials.{name}.allow)"
+                    ),
+                    credential: Some(c),
+                })
+            }
+        }
+    }
+
+    /// The credential of a request rule's hit: rule `i` of every request rule set is credential
+    /// `i`'s dummy (hits of the other rules, refusals, are never counted).
+    pub fn hit_credential(&self, rule: usize) -> Option<&Credential> {
+        self.config.credentials.get(rule)
+    }
+
+    /// Turns a refused request rule of `set` into the answer for the agent.
+    pub fn request_refusal(&self, upstream: usize, set: &RuleSet, refused: &Refused) -> Refusal {
+        let (cred, kind) = set
+            .kind(refused.rule)
             .unwrap_or((usize::MAX, RuleKind::Foreign));
         let up = self
             .config
@@ -289,33 +464,207 @@ impl Policy {
             .get(upstream)
             .map_or("?", |u| u.name.as_str());
         let name = &refused.name;
-        match kind {
+        let (status, reason, message) = match kind {
             // The agent learns which credential, never its source: a variable name or path
             // is the operator's business (and may be a key pasted in the wrong place).
-            RuleKind::Unavailable => Refusal {
-                status: 503,
-                reason: "credential_unavailable",
-                message: format!("credential `{name}` is unavailable on this gateway"),
-                credential: Some(cred),
-            },
-            RuleKind::AwsSecret => Refusal {
-                status: 403,
-                reason: "aws_secret_key_sent",
-                message: format!(
+            RuleKind::Unavailable => (
+                503,
+                "credential_unavailable",
+                format!("credential `{name}` is unavailable on this gateway"),
+            ),
+            RuleKind::NotForClient => (
+                403,
+                "credential_not_for_client",
+                format!("credential `{name}` has no value for this client; it is configured per client identity"),
+            ),
+            RuleKind::AwsSecret => (
+                403,
+                "aws_secret_key_sent",
+                format!(
                     "credential `{name}` is an AWS secret access key: it is never sent; requests are signed with it"
                 ),
-                credential: Some(cred),
-            },
-            RuleKind::Foreign | RuleKind::Replace => Refusal {
-                status: 403,
-                reason: "credential_bound_elsewhere",
-                message: format!(
+            ),
+            RuleKind::RealFromAgent => (
+                403,
+                "real_secret_from_agent",
+                format!(
+                    "the request holds the real value of credential `{name}`; agents hold only dummies, and a real value is never forwarded"
+                ),
+            ),
+            RuleKind::Foreign | RuleKind::Replace | RuleKind::Misplaced => (
+                403,
+                "credential_bound_elsewhere",
+                format!(
                     "credential `{name}` may not be sent to upstream `{up}`; it is bound to other upstreams"
                 ),
-                credential: Some(cred),
-            },
+            ),
+        };
+        Refusal {
+            status,
+            reason,
+            message,
+            credential: Some(cred),
         }
     }
+}
+
+/// Every real value of every credential, literal and in each encoded form, for the request
+/// rules to refuse: (credential index, needle). Needles are unique.
+fn real_needles(config: &Config) -> Vec<(usize, Zeroizing<Vec<u8>>)> {
+    let mut out: Vec<(usize, Zeroizing<Vec<u8>>)> = Vec::new();
+    // A needle already taken, or a dummy (a set of slices would keep `out` borrowed).
+    let seen = |out: &[(usize, Zeroizing<Vec<u8>>)], needle: &[u8]| {
+        config.credentials.iter().any(|c| c.dummy == needle)
+            || out.iter().any(|(_, n)| n.as_slice() == needle)
+    };
+    for (c, cred) in config.credentials.iter().enumerate() {
+        for real in cred.values.iter().filter_map(|v| v.real.as_ref().ok()) {
+            let literal = Zeroizing::new(real.expose().to_vec());
+            let forms = encoded::response_forms(real.expose(), &cred.dummy);
+            for needle in std::iter::once(literal).chain(forms.into_iter().map(|f| f.needle)) {
+                if !seen(&out, &needle) {
+                    out.push((c, needle));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether credential `cred` is swapped into a place, by [`SwapIn`](crate::config::SwapIn).
+type Place<'a> = &'a dyn Fn(&Credential) -> bool;
+
+/// The request rules of upstream `u` for `client` (`None`: a client without values of its own).
+fn upstream_rules_for(
+    config: &Config,
+    u: usize,
+    client: Option<&str>,
+    refused: &[(usize, Zeroizing<Vec<u8>>)],
+) -> Result<UpstreamRules, String> {
+    let creds = &config.credentials;
+    // Each place's key: which credentials are swapped there. Equal keys share a set.
+    let mut keys: Vec<Vec<bool>> = vec![vec![false; creds.len()]];
+    let mut key_of = |place: Place<'_>| -> usize {
+        let key: Vec<bool> = creds
+            .iter()
+            .map(|c| c.upstreams.contains(&u) && place(c))
+            .collect();
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                keys.push(key);
+                keys.len() - 1
+            }
+        }
+    };
+    let mut headers = HashMap::new();
+    let mut basic = HashMap::new();
+    let mut query = HashMap::new();
+    let mut body = Vec::new();
+    for c in creds.iter().filter(|c| c.upstreams.contains(&u)) {
+        for h in &c.swap_in.headers {
+            if !headers.contains_key(h) {
+                headers.insert(h.clone(), key_of(&|o| o.swap_in.headers.contains(h)));
+            }
+            if c.swap_in.basic && !basic.contains_key(h) {
+                basic.insert(
+                    h.clone(),
+                    key_of(&|o| o.swap_in.basic && o.swap_in.headers.contains(h)),
+                );
+            }
+        }
+        for q in &c.swap_in.query {
+            if !query.contains_key(q) {
+                query.insert(q.clone(), key_of(&|o| o.swap_in.query.contains(q)));
+            }
+        }
+        for pattern in &c.swap_in.body {
+            if !body.iter().any(|(p, _)| p == pattern) {
+                body.push((
+                    pattern.clone(),
+                    key_of(&|o| o.swap_in.body_matches(pattern)),
+                ));
+            }
+        }
+    }
+    let path = key_of(&|c| c.swap_in.path);
+    let websocket = key_of(&|c| c.swap_in.websocket);
+    let sets = keys
+        .iter()
+        .map(|key| rule_set(config, u, client, key, refused).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UpstreamRules {
+        sets,
+        headers,
+        basic,
+        query,
+        path,
+        body,
+        websocket,
+    })
+}
+
+/// One rule set: credential `c`'s dummy is swapped where `swapped[c]`.
+fn rule_set(
+    config: &Config,
+    u: usize,
+    client: Option<&str>,
+    swapped: &[bool],
+    refused: &[(usize, Zeroizing<Vec<u8>>)],
+) -> Result<RuleSet, String> {
+    let mut rules = Vec::with_capacity(config.credentials.len() + refused.len());
+    let mut kinds = Vec::with_capacity(rules.capacity());
+    let mut length_preserving = true;
+    for (c, cred) in config.credentials.iter().enumerate() {
+        let aws_secret = cred
+            .aws
+            .as_ref()
+            .is_some_and(|a| a.role == AwsRole::SecretAccessKey);
+        let bound = cred.upstreams.contains(&u);
+        let (action, kind) = if aws_secret {
+            (Action::Refuse, RuleKind::AwsSecret)
+        } else if !bound {
+            (Action::Refuse, RuleKind::Foreign)
+        } else if !swapped.get(c).copied().unwrap_or(false) {
+            (Action::Keep, RuleKind::Misplaced)
+        } else {
+            match cred.value_for(client).map(|v| &v.real) {
+                None => (Action::Refuse, RuleKind::NotForClient),
+                Some(Err(_)) => (Action::Refuse, RuleKind::Unavailable),
+                Some(Ok(real)) => {
+                    length_preserving &= real.len() == cred.dummy.len();
+                    (
+                        Action::Replace(Zeroizing::new(real.expose().to_vec())),
+                        RuleKind::Replace,
+                    )
+                }
+            }
+        };
+        rules.push(Rule {
+            name: Arc::from(cred.name.as_str()),
+            needle: Zeroizing::new(cred.dummy.clone()),
+            action,
+        });
+        kinds.push((c, kind));
+    }
+    for (c, needle) in refused {
+        let name = config
+            .credentials
+            .get(*c)
+            .map_or_else(|| Arc::from("?"), |cr| Arc::from(cr.name.as_str()));
+        rules.push(Rule {
+            name,
+            needle: needle.clone(),
+            action: Action::Refuse,
+        });
+        kinds.push((*c, RuleKind::RealFromAgent));
+    }
+    let rewriter = Rewriter::new(rules).map_err(|e| e.to_string())?;
+    Ok(RuleSet {
+        rewriter: Arc::new(rewriter),
+        kinds,
+        length_preserving,
+    })
 }
 
 /// Groups the parts of each `aws` credential (validation guarantees the required ones).

@@ -49,8 +49,8 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 /// Files whose change should trigger a reload.
 fn watched_files(path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![path.to_path_buf()];
-    for c in &config.credentials {
-        if let SecretSource::File(f) = &c.source {
+    for v in config.credentials.iter().flat_map(|c| &c.values) {
+        if let SecretSource::File(f) = &v.source {
             files.push(f.clone());
         }
     }

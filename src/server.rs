@@ -51,8 +51,16 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     };
     let policy = Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))?;
     for c in &policy.config.credentials {
-        if let Err(why) = &c.real {
-            log::warn!("credential `{}` is unavailable: {why}", c.name);
+        for v in &c.values {
+            if let Err(why) = &v.real {
+                match &v.client {
+                    None => log::warn!("credential `{}` is unavailable: {why}", c.name),
+                    Some(id) => log::warn!(
+                        "credential `{}` is unavailable for client `{id}`: {why}",
+                        c.name
+                    ),
+                }
+            }
         }
     }
     let policy = Arc::new(ArcSwap::from_pointee(policy));

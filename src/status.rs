@@ -28,7 +28,8 @@ struct UpstreamStats {
 }
 
 static UPSTREAMS: Lazy<Mutex<HashMap<String, UpstreamStats>>> = Lazy::new(Default::default);
-static LAST_USED: Lazy<Mutex<HashMap<String, u64>>> = Lazy::new(Default::default);
+/// (credential, client identity or `""`) → unix time of the last swap.
+static LAST_USED: Lazy<Mutex<HashMap<(String, String), u64>>> = Lazy::new(Default::default);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -59,15 +60,12 @@ pub fn upstream_outcome(upstream: &str, ok: bool) {
 }
 
 /// A credential was swapped (either direction).
-pub fn credential_used(name: &str) {
+/// A credential was swapped (either direction); `client` is the configured client identity whose
+/// value was used, or `""`.
+pub fn credential_used(name: &str, client: &str) {
     let now = unix_now();
     if let Ok(mut m) = LAST_USED.lock() {
-        match m.get_mut(name) {
-            Some(t) => *t = now,
-            None => {
-                m.insert(name.to_owned(), now);
-            }
-        }
+        m.insert((name.to_owned(), client.to_owned()), now);
     }
 }
 
@@ -108,12 +106,35 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         .credentials
         .iter()
         .map(|cr| {
+            let source = |s: &SecretSource| match s {
+                SecretSource::Env(_) => "env",
+                SecretSource::File(_) => "file",
+            };
+            let used = |client: &str| last_used.get(&(cr.name.clone(), client.to_owned())).copied();
+            let clients: Vec<Value> = cr
+                .values
+                .iter()
+                .filter_map(|v| {
+                    let id = v.client.as_deref()?;
+                    Some(json!({
+                        "identity": id,
+                        "available": v.real.is_ok(),
+                        "source": source(&v.source),
+                        "last_used": used(id),
+                    }))
+                })
+                .collect();
+            let last_used = std::iter::once(used(""))
+                .chain(cr.values.iter().filter_map(|v| v.client.as_deref().map(used)))
+                .flatten()
+                .max();
             json!({
                 "name": cr.name,
-                "available": cr.real.is_ok(),
-                "source": match cr.source { SecretSource::Env(_) => "env", SecretSource::File(_) => "file" },
+                "available": cr.available(),
+                "source": cr.values.first().map(|v| if v.client.is_some() { "per client" } else { source(&v.source) }),
+                "clients": clients,
                 "upstreams": cr.upstreams.iter().filter_map(|&i| c.upstreams.get(i).map(|u| u.name.as_str())).collect::<Vec<_>>(),
-                "last_used": last_used.get(&cr.name),
+                "last_used": last_used,
             })
         })
         .collect();

@@ -508,3 +508,140 @@ fn values_in_secret_positions_are_never_quoted_by_reloads() {
         );
     }
 }
+
+/// Least-privilege keys (`swap_in`, `allow`, `clients`): each mistake is an error at its own
+/// `file:line:column` and YAML path.
+#[test]
+fn least_privilege_keys_are_checked_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\ncredentials:\n  c:\n    dummy: dummy-value-1\n    upstreams: [a]\n";
+    let aws = "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\ncredentials:\n  k:\n    kind: aws\n    access_key_id: { dummy: AKIADUMMY0000001, real: { env: HOME } }\n    secret_access_key: { dummy: dummy-secret-0001, real: { env: PATH } }\n    upstreams: [a]\n";
+    // (name, text after `head` (or the whole file), line, column, YAML path, message fragment)
+    let cases: &[(&str, String, usize, usize, &str, &str)] = &[
+        (
+            "proxy-authorization is never swapped into",
+            format!("{head}    real: {{ env: HOME }}\n    swap_in:\n      headers: [authorization, Proxy-Authorization]\n"),
+            13, 32, "credentials.c.swap_in.headers[1]", "never swapped into `proxy-authorization`",
+        ),
+        (
+            "unknown placement",
+            format!("{head}    real: {{ env: HOME }}\n    swap_in:\n      cookies: [a]\n"),
+            13, 7, "credentials.c.swap_in.cookies", "unknown field `cookies`",
+        ),
+        (
+            "bad media type",
+            format!("{head}    real: {{ env: HOME }}\n    swap_in: {{ body: [json] }}\n"),
+            12, 23, "credentials.c.swap_in.body[0]", "`json` is not a media type",
+        ),
+        (
+            "relative path pattern",
+            format!("{head}    real: {{ env: HOME }}\n    allow:\n      - methods: [GET]\n        paths: [\"/ok/*\", \"repos/*\"]\n"),
+            14, 26, "credentials.c.allow[0].paths[1]", "starts with `/`",
+        ),
+        (
+            "double star inside a path",
+            format!("{head}    real: {{ env: HOME }}\n    allow:\n      - paths: [\"/a/**/b\"]\n"),
+            13, 17, "credentials.c.allow[0].paths[0]", "`**` stands alone",
+        ),
+        (
+            "bad method",
+            format!("{head}    real: {{ env: HOME }}\n    allow:\n      - methods: [GET, \"GE T\"]\n"),
+            13, 24, "credentials.c.allow[0].methods[1]", "is not an HTTP method",
+        ),
+        (
+            "empty allow list",
+            format!("{head}    real: {{ env: HOME }}\n    allow: []\n"),
+            12, 12, "credentials.c.allow", "empty `allow` list",
+        ),
+        (
+            "real and clients",
+            format!("{head}    real: {{ env: HOME }}\n    clients:\n      agent-1: {{ env: PATH }}\n"),
+            12, 5, "credentials.c.clients", "not both",
+        ),
+        (
+            "empty clients",
+            format!("{head}    clients: {{}}\n"),
+            11, 14, "credentials.c.clients", "empty `clients` map",
+        ),
+        (
+            "client value with a bad variable name",
+            format!("{head}    clients:\n      agent-1: {{ env: sk-live-pasted }}\n"),
+            12, 23, "credentials.c.clients.agent-1.env", "not an environment variable name",
+        ),
+        (
+            "clients on an aws credential",
+            format!("{aws}    clients:\n      agent-1: {{ env: PATH }}\n"),
+            13, 5, "credentials.k.clients", "not supported on `aws` credentials",
+        ),
+        (
+            "swap_in on an aws credential",
+            format!("{aws}    swap_in: {{ headers: [x-amz-date] }}\n"),
+            13, 14, "credentials.k.swap_in", "`swap_in` does not apply",
+        ),
+    ];
+    for (name, text, line, col, path, fragment) in cases {
+        let file = dir.path().join(format!("{}.yaml", name.replace(' ', "-")));
+        std::fs::write(&file, text).unwrap();
+        let (ok, _, err) = check(&file);
+        assert!(!ok, "{name}: check passed");
+        let want = format!("{}:{line}:{col}: {path}: ", file.display());
+        let located = err
+            .lines()
+            .find(|l| l.contains(fragment))
+            .unwrap_or_else(|| panic!("{name}: `{fragment}` not in:\n{err}"));
+        assert!(
+            located.starts_with(&format!("error: {want}")),
+            "{name}: want `{want}`, got:\n{located}"
+        );
+        assert!(
+            !err.contains("sk-live-pasted"),
+            "{name}: a value in a secret position was quoted"
+        );
+    }
+}
+
+/// Body swapping towards an upstream that looks like a language-model API passes with a
+/// warning at the `body` key; the same towards another API passes without one.
+#[test]
+fn body_swapping_towards_a_model_api_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |url: &str, name: &str| {
+        format!("listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  {name}:\n    url: {url}\ncredentials:\n  c:\n    dummy: dummy-value-1\n    real: {{ env: HOME }}\n    upstreams: [{name}]\n    swap_in: {{ body: [application/json] }}\n")
+    };
+    let cases = [
+        ("openai by host", "https://api.openai.com", "api", true),
+        (
+            "anthropic by host",
+            "https://api.anthropic.com",
+            "api",
+            true,
+        ),
+        (
+            "a model by name",
+            "http://127.0.0.1:8000",
+            "local-llm",
+            true,
+        ),
+        ("an object store", "https://s3.example.com", "store", false),
+    ];
+    for (name, url, upstream, warned) in cases {
+        let file = dir.path().join(format!("{}.yaml", name.replace(' ', "-")));
+        std::fs::write(&file, config(url, upstream)).unwrap();
+        let (ok, out, err) = check(&file);
+        assert!(ok, "{name}: {err}");
+        let all = format!("{out}{err}");
+        let warning = all
+            .lines()
+            .find(|l| l.contains("looks like a language-model API"));
+        assert_eq!(warning.is_some(), warned, "{name}:\n{all}");
+        if let Some(w) = warning {
+            assert!(
+                w.contains(&format!(
+                    "{}:12:22: credentials.c.swap_in.body: ",
+                    file.display()
+                )),
+                "{name}: {w}"
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::gateway::GatewayProcess;
-use common::upstream::{percent_encode, Upstream, UpstreamKind};
+use common::upstream::{reversed, Upstream, UpstreamKind};
 use rustls::pki_types::ServerName;
 
 const DUMMY: &str = "sk-dummy-openai";
@@ -43,7 +43,7 @@ fn setup_with(interception: bool) -> Setup {
          \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
          admin:\n  address: {{admin}}\n{interception}\
          upstreams:\n  api:\n    url: https://127.0.0.1:{port}\n    ca: {ca}\n\
-         credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n\
+         credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n    swap_in: {{ query: [k], body: [\"*/*\"] }}\n\
          routes:\n  - host: api.test\n    upstream: api\n  - host: other.test\n    upstream: api\n",
         port = up.addr().port(),
         ca = up.ca_path().display(),
@@ -130,12 +130,8 @@ fn curl_through_connect_swaps_both_ways() {
         assert_eq!(r.body.text().unwrap(), format!("body {REAL}"));
     }
     // Streamed bodies: chunked and SSE.
-    let text = percent_encode(&format!("a {REAL} b"));
-    let (code, out, err) = curl(
-        &s,
-        &format!("https://api.test/chunked?text={text}&parts=5"),
-        &[],
-    );
+    let text = reversed("text", &format!("a {REAL} b"));
+    let (code, out, err) = curl(&s, &format!("https://api.test/chunked?{text}&parts=5"), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&format!("a {DUMMY} b")) && !out.contains(REAL),
@@ -144,8 +140,8 @@ fn curl_through_connect_swaps_both_ways() {
     let (code, out, err) = curl(
         &s,
         &format!(
-            "https://api.test/sse?n=3&interval_ms=1&text={}",
-            percent_encode(REAL)
+            "https://api.test/sse?n=3&interval_ms=1&{}",
+            reversed("text", REAL)
         ),
         &["-N"],
     );
@@ -176,11 +172,11 @@ proxy_ctx = ssl.create_default_context(cafile=root)
 proxy_ctx.load_cert_chain(cert, key)
 proxy = httpx.Proxy(os.environ["HTTPS_PROXY"], ssl_context=proxy_ctx)
 with httpx.Client(proxy=proxy, verify=trust, timeout=20) as c:
-    r = c.get("https://api.test/echo-header", params={"name": "x-token", "value": os.environ["REAL"]},
+    r = c.get("https://api.test/echo-header", params={"name": "x-token", "value.rev": os.environ["REAL"][::-1]},
               headers={"Authorization": "Bearer sk-dummy-openai"})
     print("status", r.status_code)
     print("x-token", r.headers.get("x-token"))
-    with c.stream("GET", "https://api.test/sse", params={"n": "4", "interval_ms": "100", "text": os.environ["REAL"]}) as r:
+    with c.stream("GET", "https://api.test/sse", params={"n": "4", "interval_ms": "100", "text.rev": os.environ["REAL"][::-1]}) as r:
         for line in r.iter_lines():
             if line.startswith("data:"):
                 print("event", time.monotonic(), line)

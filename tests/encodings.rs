@@ -18,7 +18,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
 use common::decode::any_decoding_holds;
 use common::gateway::GatewayProcess;
-use common::upstream::{percent_encode, Upstream, UpstreamKind};
+use common::upstream::{percent_encode, reversed, Upstream, UpstreamKind};
 
 const DUMMY: &str = "sk-dummy-openai";
 /// Longer than its dummy, with bytes that percent-encoding and JSON escape (`/`, `+`, `"`, `=`).
@@ -138,15 +138,16 @@ fn encoded_real_secrets_never_reach_the_client() {
     let gw = gateway_for(&up);
     let dummy_core = &DUMMY.as_bytes()[1..DUMMY.len() - 1];
     for (name, text) in echoed_forms() {
-        let q = percent_encode(&text);
+        // Sent reversed: the agent may not send a real value in any encoding the gateway knows.
+        let (value, t) = (reversed("value", &text), reversed("text", &text));
         let places = [
-            ("header", format!("/echo-header?name=x-blob&value={q}")),
-            ("body", format!("/body?text={q}")),
+            ("header", format!("/echo-header?name=x-blob&{value}")),
+            ("body", format!("/body?{t}")),
             (
                 "body in 1-byte chunks",
-                format!("/chunked?text={q}&parts={}", text.len()),
+                format!("/chunked?{t}&parts={}", text.len()),
             ),
-            ("body in 7 chunks", format!("/chunked?text={q}&parts=7")),
+            ("body in 7 chunks", format!("/chunked?{t}&parts=7")),
         ];
         for (place, path) in places {
             // Control: straight from the upstream, the decoder finds the real value.

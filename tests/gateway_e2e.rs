@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::gateway::GatewayProcess;
-use common::upstream::{percent_encode, BodyRecorder, Upstream, UpstreamKind};
+use common::upstream::{reversed, BodyRecorder, Upstream, UpstreamKind};
 
 const DUMMY: &str = "sk-dummy-openai";
 /// Longer than its dummy, so every rewrite changes lengths (the harder framing case).
@@ -20,6 +20,9 @@ const REAL: &str = "sk-real-OPENAI-7f3a9c1e5b2d4f6a8c0e";
 const GH_DUMMY: &str = "ghp-dummy-github";
 const GH_REAL: &str = "ghp_REALgithubToken0123456789abcdef";
 const MISSING_DUMMY: &str = "sk-dummy-missing";
+/// These tests exercise the rewriter in every channel: their credentials are swapped in every
+/// place (the default is the `Authorization` header only; tests/least_privilege.rs covers it).
+const SWAP_EVERYWHERE: &str = "    swap_in: { headers: [authorization, x-api-key, x-token], query: [key, k, t], path: true, body: [\"*/*\"] }\n";
 
 /// A gateway in front of `up`, with a second upstream (`other`, never reachable) owning the
 /// GitHub credential, and a credential whose real value is unset.
@@ -42,8 +45,8 @@ fn gateway_for(up: &Upstream) -> GatewayProcess {
          upstreams:\n  api:\n    url: {url}\n{extra}\
          \x20 other:\n    url: http://127.0.0.1:9\n\
          credentials:\n\
-         \x20 openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n\
-         \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [other]\n\
+         \x20 openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n{SWAP_EVERYWHERE}\
+         \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [other]\n{SWAP_EVERYWHERE}\
          \x20 missing:\n    dummy: {MISSING_DUMMY}\n    real: {{ env: TEST_SURELY_UNSET_KEY }}\n    upstreams: [api]\n\
          routes:\n\
          \x20 - host: api.test\n    upstream: api\n\
@@ -212,60 +215,57 @@ fn chunked_upload_with_the_dummy_straddling_every_chunk_boundary() {
 #[test]
 fn responses_never_carry_the_real_secret() {
     let text = format!("before {REAL} middle {REAL}{REAL} after");
-    let t = percent_encode(&text);
+    let t = reversed("text", &text);
     let cases: Vec<(&str, String, String)> = vec![
         (
             "header",
-            format!("/echo-header?name=x-token&value={}", percent_encode(REAL)),
+            format!("/echo-header?name=x-token&{}", reversed("value", REAL)),
             format!("x-token: {DUMMY}"),
         ),
         (
             "location and cookie",
             format!(
-                "/redirect?to={}",
-                percent_encode(&format!("https://x.test/cb?k={REAL}"))
+                "/redirect?{}",
+                reversed("to", &format!("https://x.test/cb?k={REAL}"))
             ),
             format!("cb?k={DUMMY}"),
         ),
         (
             "plain body",
-            format!("/body?text={t}"),
+            format!("/body?{t}"),
             text.replace(REAL, DUMMY),
         ),
         (
             "long body",
-            format!("/body?text={t}&len=100000"),
+            format!("/body?{t}&len=100000"),
             format!("middle {DUMMY}{DUMMY} after"),
         ),
         (
             "chunked body",
-            format!("/chunked?text={t}&parts=9"),
+            format!("/chunked?{t}&parts=9"),
             text.replace(REAL, DUMMY),
         ),
         (
             "sse",
-            format!("/sse?n=3&interval_ms=1&text={}", percent_encode(REAL)),
+            format!("/sse?n=3&interval_ms=1&{}", reversed("text", REAL)),
             format!("data: {DUMMY} 2"),
         ),
-        ("gzip", format!("/gzip?text={t}"), text.replace(REAL, DUMMY)),
+        ("gzip", format!("/gzip?{t}"), text.replace(REAL, DUMMY)),
         (
             "deflate",
-            format!("/deflate?text={t}"),
+            format!("/deflate?{t}"),
             text.replace(REAL, DUMMY),
         ),
         (
             "raw deflate",
-            format!("/deflate?raw=1&text={t}"),
+            format!("/deflate?raw=1&{t}"),
             text.replace(REAL, DUMMY),
         ),
-        ("brotli", format!("/br?text={t}"), text.replace(REAL, DUMMY)),
-        ("zstd", format!("/zstd?text={t}"), text.replace(REAL, DUMMY)),
+        ("brotli", format!("/br?{t}"), text.replace(REAL, DUMMY)),
+        ("zstd", format!("/zstd?{t}"), text.replace(REAL, DUMMY)),
         (
             "gzip sse",
-            format!(
-                "/sse?n=2&interval_ms=1&gzip=1&text={}",
-                percent_encode(REAL)
-            ),
+            format!("/sse?n=2&interval_ms=1&gzip=1&{}", reversed("text", REAL)),
             format!("data: {DUMMY} 1"),
         ),
     ];
@@ -388,9 +388,9 @@ async fn sse_events_arrive_one_by_one() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let req = http::Request::get(format!(
-        "{}/sse?n=6&interval_ms=100&text={}",
+        "{}/sse?n=6&interval_ms=100&{}",
         gw.url(),
-        percent_encode(REAL)
+        reversed("text", REAL)
     ))
     .header("host", "api.test")
     .body(http_body_util::Empty::new())
@@ -431,9 +431,9 @@ async fn ten_thousand_requests_at_concurrency_64() {
         .pool_max_idle_per_host(64)
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let url = format!(
-        "{}/echo-header?name=x-t&value={}",
+        "{}/echo-header?name=x-t&{}",
         gw.url(),
-        percent_encode(REAL)
+        reversed("value", REAL)
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -546,9 +546,9 @@ fn gigabyte_response_body_in_bounded_memory() {
     let mut child = Command::new("curl")
         .args(["-s", "--max-time", "600", "-H", "Host: api.test"])
         .arg(format!(
-            "{}/big?bytes={GIB}&needle={}&every=65536",
+            "{}/big?bytes={GIB}&{}&every=65536",
             gw.url(),
-            percent_encode(REAL)
+            reversed("needle", REAL)
         ))
         .stdout(Stdio::piped())
         .spawn()
@@ -586,7 +586,7 @@ fn content_length_is_kept_when_lengths_match() {
         "listeners:\n  - name: agents\n    address: {{listen}}\n\
          admin:\n  address: {{admin}}\n\
          upstreams:\n  api:\n    url: {url}\n\
-         credentials:\n  c:\n    dummy: \"{dummy}\"\n    real: {{ env: TEST_SAME_LEN }}\n    upstreams: [api]\n\
+         credentials:\n  c:\n    dummy: \"{dummy}\"\n    real: {{ env: TEST_SAME_LEN }}\n    upstreams: [api]\n{SWAP_EVERYWHERE}\
          routes:\n  - host: api.test\n    upstream: api\n",
         url = up.url()
     );
@@ -597,8 +597,8 @@ fn content_length_is_kept_when_lengths_match() {
         "api.test",
         &["--data-binary", &body],
         &format!(
-            "/body?text={}",
-            percent_encode(&format!("got {same_len_real}"))
+            "/body?{}",
+            reversed("text", &format!("got {same_len_real}"))
         ),
     );
     assert_eq!(status, 200, "{seen}");

@@ -509,7 +509,7 @@ const CASES: &[Case] = &[
                 s,
                 "api.test",
                 "/echo",
-                &["-H", &format!("X-Key: {MISSING_DUMMY}")],
+                &["-H", &format!("Authorization: Bearer {MISSING_DUMMY}")],
             )
         },
         status: Some(503),

@@ -32,7 +32,7 @@ fn config(extra_route: bool) -> String {
         "listeners:\n  - name: agents\n    address: {{listen}}\n\
          admin:\n  address: {{admin}}\n\
          upstreams:\n  api:\n    url: {{upstream}}\n\
-         credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ file: {{dir}}/openai_key }}\n    upstreams: [api]\n\
+         credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ file: {{dir}}/openai_key }}\n    upstreams: [api]\n    swap_in: {{ body: [\"*/*\"] }}\n\
          \x20 other:\n    dummy: sk-dummy-other\n    real: {{ env: TEST_OTHER_KEY }}\n    upstreams: [api]\n\
          routes:\n  - host: api.test\n    upstream: api\n{extra}"
     )

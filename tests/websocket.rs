@@ -77,7 +77,7 @@ fn setup(mode: &str) -> Setup {
          interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
          upstreams:\n  api:\n    url: https://127.0.0.1:{port}\n    ca: {ca}\n\
          \x20 other:\n    url: https://127.0.0.1:9\n\
-         credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n\
+         credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n    swap_in: {{ websocket: true }}\n\
          \x20 github:\n    dummy: {FOREIGN}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [other]\n\
          routes:\n  - host: api.test\n    upstream: api\n    websocket: true\n\
          \x20 - host: other.test\n    upstream: other\n",

@@ -15,6 +15,7 @@
 
 pub mod locate;
 pub mod raw;
+pub mod swap;
 mod validate;
 
 use std::fmt;
@@ -43,6 +44,21 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// How far a compressed response body may expand while it is decoded for scanning.
     pub decoding: crate::decode::Budget,
+}
+
+impl Config {
+    /// The client identities that have values of their own in some credential (`clients:`),
+    /// sorted: the only identities metrics and the status page name.
+    pub fn client_identities(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .credentials
+            .iter()
+            .flat_map(|c| c.values.iter().filter_map(|v| v.client.clone()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,14 +136,201 @@ pub struct Credential {
     pub name: String,
     /// The placeholder the agent holds. Not a secret, but still never shown on status pages.
     pub dummy: Vec<u8>,
-    pub source: SecretSource,
-    /// The real value, or why it is unavailable (a message naming the source, never a value).
-    pub real: Result<Arc<Secret>, String>,
+    /// The real value (`real:`, one entry with no client), or one per client identity
+    /// (`clients:`), each with its source and the value or why it is unavailable.
+    pub values: Vec<RealValue>,
     /// Indexes into [`Config::upstreams`]: the only upstreams this secret may be sent to.
     pub upstreams: Vec<usize>,
     /// For a part of an `aws` credential (named `NAME.access_key_id`, `NAME.secret_access_key`,
     /// `NAME.session_token`): which part, and the credential's name.
     pub aws: Option<AwsPart>,
+    /// Where in a request the dummy is swapped for the real value.
+    pub swap_in: SwapIn,
+    /// The requests the swap happens for (`allow:`); `None` allows every request.
+    pub allow: Option<Vec<AllowRule>>,
+}
+
+impl Credential {
+    /// Whether the real values are per client identity (`clients:`): a client without one of
+    /// its own is refused.
+    pub fn per_client(&self) -> bool {
+        self.values.iter().any(|v| v.client.is_some())
+    }
+
+    /// The value for a client identity slot: the shared value, or the client's own.
+    pub fn value_for(&self, client: Option<&str>) -> Option<&RealValue> {
+        self.values
+            .iter()
+            .find(|v| v.client.is_none() || v.client.as_deref() == client)
+    }
+
+    /// Whether every real value is loaded.
+    pub fn available(&self) -> bool {
+        self.values.iter().all(|v| v.real.is_ok())
+    }
+}
+
+/// A real value of a credential: for every client, or for one client identity.
+#[derive(Debug)]
+pub struct RealValue {
+    /// The client identity this value is for; `None` for every client.
+    pub client: Option<String>,
+    pub source: SecretSource,
+    /// The real value, or why it is unavailable (a message naming the source, never a value).
+    pub real: Result<Arc<Secret>, String>,
+}
+
+/// Where a credential's dummy is swapped for its real value (`swap_in:`). A dummy found
+/// anywhere else in a request to one of its upstreams is forwarded unchanged, and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapIn {
+    /// Header values, by name (lower case). `proxy-authorization` is never one.
+    pub headers: Vec<http::HeaderName>,
+    /// The credentials inside `Basic` values of those headers.
+    pub basic: bool,
+    /// Query parameter values, by parameter name (as written, case-sensitive).
+    pub query: Vec<String>,
+    /// The path.
+    pub path: bool,
+    /// The request body, when its media type matches one of these (`type/subtype`,
+    /// `type/*` or `*/*`, lower case).
+    pub body: Vec<String>,
+    /// WebSocket messages from the agent.
+    pub websocket: bool,
+}
+
+impl SwapIn {
+    /// The default: the `Authorization` header, `Basic` credentials included.
+    pub fn authorization() -> SwapIn {
+        SwapIn {
+            headers: vec![http::header::AUTHORIZATION],
+            basic: true,
+            query: Vec::new(),
+            path: false,
+            body: Vec::new(),
+            websocket: false,
+        }
+    }
+
+    /// Whether the body list matches `media_type` (lower case, without parameters).
+    pub fn body_matches(&self, media_type: &str) -> bool {
+        self.body.iter().any(|p| media_type_matches(p, media_type))
+    }
+}
+
+/// Whether the pattern `type/subtype`, `type/*` or `*/*` matches `media_type`.
+pub fn media_type_matches(pattern: &str, media_type: &str) -> bool {
+    match pattern.split_once('/') {
+        Some(("*", "*")) => true,
+        Some((ty, "*")) => media_type.split_once('/').is_some_and(|(t, _)| t == ty),
+        _ => pattern == media_type,
+    }
+}
+
+/// One entry of a credential's `allow:` list: the swap happens for a request whose method, path
+/// and query parameters all match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    /// Upper case; empty allows every method.
+    pub methods: Vec<String>,
+    /// Empty allows every path.
+    pub paths: Vec<PathPattern>,
+    /// Parameter names the query may hold; `None` allows any.
+    pub query: Option<Vec<String>>,
+}
+
+impl AllowRule {
+    /// Whether a request matches: `path` as used for routing (see `proxy::request::match_path`),
+    /// `query_names` the names of its query parameters.
+    pub fn matches(&self, method: &str, path: &[u8], query_names: &[&[u8]]) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+            && self.query.as_ref().is_none_or(|allowed| {
+                query_names
+                    .iter()
+                    .all(|n| allowed.iter().any(|a| a.as_bytes() == *n))
+            })
+    }
+}
+
+/// A path pattern: `*` matches within one segment (never `/`, nor an encoded `/` or `\`), `**`
+/// as a whole last segment matches the rest of the path (one or more segments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern(pub String);
+
+impl PathPattern {
+    /// Checks a pattern written in the file.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(s: &str) -> Result<PathPattern, String> {
+        if !s.starts_with('/') {
+            return Err(format!("`{s}` is not a path pattern: it starts with `/`"));
+        }
+        if s.bytes()
+            .any(|b| b.is_ascii_control() || matches!(b, b' ' | b'?' | b'#'))
+        {
+            return Err(format!(
+                "`{s}` is not a path pattern: no spaces, `?` or `#` (query parameters go in `query`)"
+            ));
+        }
+        let segments: Vec<&str> = s.split('/').collect();
+        for (i, seg) in segments.iter().enumerate() {
+            if seg.contains("**") && (*seg != "**" || i + 1 != segments.len()) {
+                return Err(format!(
+                    "`{s}`: `**` stands alone as the last segment (`/repos/**`); use `*` within a segment"
+                ));
+            }
+            if *seg == "." || *seg == ".." {
+                return Err(format!(
+                    "`{s}`: dot segments never match (they are refused)"
+                ));
+            }
+        }
+        Ok(PathPattern(s.to_owned()))
+    }
+
+    /// Whether `path` (no query) matches.
+    pub fn matches(&self, path: &[u8]) -> bool {
+        let pat = self.0.as_bytes();
+        match pat.strip_suffix(b"/**") {
+            Some(prefix) => (0..path.len()).any(|cut| {
+                path[cut] == b'/' && cut + 1 < path.len() && glob_segmented(prefix, &path[..cut])
+            }),
+            None => glob_segmented(pat, path),
+        }
+    }
+}
+
+/// `*` matches any run of bytes within a segment; everything else literally.
+fn glob_segmented(pat: &[u8], text: &[u8]) -> bool {
+    match pat.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => {
+            let mut i = 0;
+            loop {
+                if glob_segmented(rest, &text[i..]) {
+                    return true;
+                }
+                match text.get(i) {
+                    None | Some(b'/') => return false,
+                    Some(b'%') if is_encoded_separator(&text[i..]) => return false,
+                    Some(_) => i += 1,
+                }
+            }
+        }
+        Some((&c, rest)) => text
+            .split_first()
+            .is_some_and(|(&t, tail)| t == c && glob_segmented(rest, tail)),
+    }
+}
+
+/// `%2F`, `%5C` (any case): an upstream may decode them into a separator.
+fn is_encoded_separator(text: &[u8]) -> bool {
+    matches!(
+        text.get(..3).map(|t| t.to_ascii_uppercase()).as_deref(),
+        Some(b"%2F" | b"%5C")
+    )
 }
 
 /// Which part of an `aws` credential a [`Credential`] is.

@@ -94,6 +94,45 @@ pub struct RawCredential {
     #[serde(default)]
     pub session_token: Option<RawPair>,
     pub upstreams: Vec<String>,
+    /// Where the dummy is swapped; default: the `Authorization` header.
+    #[serde(default)]
+    pub swap_in: Option<RawSwapIn>,
+    /// The requests the swap happens for; default: all.
+    #[serde(default)]
+    pub allow: Option<Vec<RawAllow>>,
+    /// A real value per client identity, instead of `real`.
+    #[serde(default)]
+    pub clients: Option<std::collections::BTreeMap<String, RawSecretSource>>,
+}
+
+/// `swap_in:` of a credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSwapIn {
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub basic: Option<bool>,
+    #[serde(default)]
+    pub query: Option<Vec<String>>,
+    #[serde(default)]
+    pub path: Option<bool>,
+    #[serde(default)]
+    pub body: Option<Vec<String>>,
+    #[serde(default)]
+    pub websocket: Option<bool>,
+}
+
+/// One entry of a credential's `allow:` list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub query: Option<Vec<String>>,
 }
 
 /// One dummy/real pair of an `aws` credential.

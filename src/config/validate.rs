@@ -196,6 +196,26 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
     if upstreams.len() != upstream_names.len() {
         return None;
     }
+    for c in credentials.iter().flatten() {
+        if c.swap_in.body.is_empty() {
+            continue;
+        }
+        for up in c.upstreams.iter().filter_map(|&u| upstreams.get(u)) {
+            if super::swap::looks_like_llm(up) {
+                r.warn(
+                    &YamlPath::root()
+                        .key("credentials")
+                        .key(c.aws.as_ref().map_or(&c.name, |a| &a.group))
+                        .key("swap_in")
+                        .key("body"),
+                    format!(
+                        "credential `{}` is swapped into request bodies sent to upstream `{}`, which looks like a language-model API: a model can be asked to repeat the real key transformed (reversed, spaced out, translated) where no scrubber finds it; swap it in headers only (docs/agents.md, \"Where a key may go\")",
+                        c.name, up.name
+                    ),
+                );
+            }
+        }
+    }
     Some(Config {
         listeners: listeners?,
         admin,
@@ -837,9 +857,15 @@ fn check_credentials(
                 }
             }
         }
-        // (part name, where in the file, dummy, real, AWS role)
-        let mut parts: Vec<(String, YamlPath, String, RawSecretSource, Option<AwsRole>)> =
-            Vec::new();
+        let aws_kind = raw.kind.as_deref() == Some("aws");
+        let mut problems = Vec::new();
+        let swap_in = super::swap::swap_in(raw.swap_in, &p, aws_kind, &mut problems);
+        let allow = super::swap::allow(raw.allow, &p, aws_kind, &mut problems);
+        for (at, msg) in problems {
+            r.error(&at, msg);
+            ok = false;
+        }
+        let mut parts: Vec<RawPart> = Vec::new();
         match raw.kind.as_deref().unwrap_or("token") {
             "token" => {
                 let aws_keys = [
@@ -856,12 +882,35 @@ fn check_credentials(
                         ok = false;
                     }
                 }
-                match (raw.dummy, raw.real) {
-                    (Some(dummy), Some(real)) => {
-                        parts.push((name.clone(), p.clone(), dummy, real, None))
+                match (raw.dummy, raw.real, raw.clients) {
+                    (Some(dummy), Some(real), None) => parts.push((
+                        name.clone(),
+                        p.clone(),
+                        dummy,
+                        vec![(None, p.key("real"), real)],
+                        None,
+                    )),
+                    (Some(dummy), None, Some(clients)) => {
+                        match client_values(r, &p.key("clients"), clients) {
+                            Some(values) => {
+                                parts.push((name.clone(), p.clone(), dummy, values, None))
+                            }
+                            None => ok = false,
+                        }
                     }
-                    (dummy, _) => {
-                        let missing = if dummy.is_none() { "dummy" } else { "real" };
+                    (Some(_), Some(_), Some(_)) => {
+                        r.key_error(
+                            &p.key("clients"),
+                            "give `real` (one value for every client) or `clients` (a value per client identity), not both",
+                        );
+                        ok = false;
+                    }
+                    (dummy, _, _) => {
+                        let missing = if dummy.is_none() {
+                            "dummy"
+                        } else {
+                            "real` (or `clients"
+                        };
                         r.error(&p, format!("credential `{name}` needs `{missing}`"));
                         ok = false;
                     }
@@ -872,6 +921,13 @@ fn check_credentials(
                     r.error(
                         &p,
                         "a credential of `kind: aws` has `access_key_id`, `secret_access_key` and optionally `session_token`, each with `dummy` and `real`, instead of `dummy` and `real`",
+                    );
+                    ok = false;
+                }
+                if raw.clients.is_some() {
+                    r.key_error(
+                        &p.key("clients"),
+                        "`clients` is not supported on `aws` credentials; declare one `aws` credential per client and bind each with a route's `clients`",
                     );
                     ok = false;
                 }
@@ -886,7 +942,7 @@ fn check_credentials(
                             format!("{name}.{}", role.key()),
                             p.key(role.key()),
                             pair.dummy,
-                            pair.real,
+                            vec![(None, p.key(role.key()).key("real"), pair.real)],
                             Some(role),
                         )),
                         None if required => {
@@ -913,43 +969,59 @@ fn check_credentials(
                 ok = false;
             }
         }
-        for (part_name, pp, dummy, real, role) in parts {
+        for (part_name, pp, dummy, raw_values, role) in parts {
             if out.iter().any(|c: &Credential| c.name == part_name) {
                 r.error(&pp, format!("credential name `{part_name}` is used twice"));
                 ok = false;
             }
-            let Some((dummy, source, real)) =
-                check_pair(r, &pp, &part_name, dummy, real, &mut dummies, base)
-            else {
-                ok = false;
-                continue;
-            };
+            // The values are checked even when the dummy is bad: every error at once.
+            let checked = check_unique_dummy(r, &pp, &part_name, dummy.clone(), &mut dummies);
+            ok &= checked.is_some();
+            let dummy = checked.unwrap_or_else(|| dummy.into_bytes());
+            let mut values = Vec::new();
+            for (client, at, raw_real) in raw_values {
+                match load_value(r, &at, &part_name, &dummy, raw_real, base) {
+                    Some((source, real)) => values.push(RealValue {
+                        client,
+                        source,
+                        real,
+                    }),
+                    None => ok = false,
+                }
+            }
             out.push(Credential {
                 name: part_name,
                 dummy,
-                source,
-                real,
+                values,
                 upstreams: ups.clone(),
                 aws: role.map(|role| AwsPart {
                     group: name.clone(),
                     role,
                 }),
+                swap_in: swap_in.clone(),
+                allow: allow.clone(),
             });
         }
     }
     // A real value equal to another credential's dummy would be swapped back and forth.
     for a in &out {
         for b in &out {
-            if let Ok(real) = &a.real {
-                if a.name != b.name && real.ct_eq(&b.dummy) {
-                    r.error(
-                        &path.key(&a.name).key("real"),
-                        format!(
-                            "the real value of credential `{}` equals the dummy of credential `{}`",
-                            a.name, b.name
-                        ),
-                    );
-                    ok = false;
+            for v in &a.values {
+                if let Ok(real) = &v.real {
+                    if a.name != b.name && real.ct_eq(&b.dummy) {
+                        let at = match &v.client {
+                            None => path.key(&a.name).key("real"),
+                            Some(c) => path.key(&a.name).key("clients").key(c),
+                        };
+                        r.error(
+                            &at,
+                            format!(
+                                "the real value of credential `{}` equals the dummy of credential `{}`",
+                                a.name, b.name
+                            ),
+                        );
+                        ok = false;
+                    }
                 }
             }
         }
@@ -992,24 +1064,53 @@ fn check_secret_shapes(r: &mut Report<'_>, p: &YamlPath, item: &Value) -> bool {
     ok
 }
 
-/// A checked dummy, its secret's source, and the loaded secret (or why it is unavailable).
-type CheckedPair = (
-    Vec<u8>,
-    SecretSource,
-    Result<Arc<crate::secret::Secret>, String>,
-);
+/// A credential or `aws` part as written: its name, where it stands in the file, its dummy, its
+/// real values and its AWS role.
+type RawPart = (String, YamlPath, String, Vec<RawValue>, Option<AwsRole>);
 
-/// One dummy/real pair at `p`: the dummy checked (and unique among `dummies`), the real value's
-/// source parsed and loaded. `None` after reporting an error.
-fn check_pair(
+/// A real value as written: the client identity it is for (`None`: every client), where its
+/// source stands in the file, and the source.
+type RawValue = (Option<String>, YamlPath, RawSecretSource);
+
+/// The values of `clients:` (at `p`): identity names checked. `None` after reporting an error.
+fn client_values(
+    r: &mut Report<'_>,
+    p: &YamlPath,
+    clients: std::collections::BTreeMap<String, RawSecretSource>,
+) -> Option<Vec<RawValue>> {
+    if clients.is_empty() {
+        r.error(
+            p,
+            "an empty `clients` map gives the credential to no one; remove it and use `real`",
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (id, source) in clients {
+        let valid = !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_graphic());
+        if !valid {
+            // Identity names are labels in metrics; a key pasted here is not quoted.
+            r.key_error(
+                &p.key(&id),
+                "a client identity is a certificate's common name or SAN: 1-255 printable characters without spaces (the name written here is not shown)",
+            );
+            ok = false;
+            continue;
+        }
+        out.push((Some(id.clone()), p.key(&id), source));
+    }
+    ok.then_some(out)
+}
+
+/// The dummy at `p` checked, and unique among `dummies`. `None` after reporting an error.
+fn check_unique_dummy(
     r: &mut Report<'_>,
     p: &YamlPath,
     name: &str,
     dummy: String,
-    raw_real: RawSecretSource,
     dummies: &mut HashMap<Vec<u8>, String>,
-    base: &Path,
-) -> Option<CheckedPair> {
+) -> Option<Vec<u8>> {
     let mut ok = true;
     let dummy = dummy.into_bytes();
     if let Err(msg) = check_dummy(&dummy) {
@@ -1023,12 +1124,25 @@ fn check_pair(
         );
         ok = false;
     }
+    ok.then_some(dummy)
+}
+
+/// A real value's source at `p` (`real` or `clients.ID`) parsed and loaded: the source and the
+/// secret, or why it is unavailable. `None` after reporting an error.
+fn load_value(
+    r: &mut Report<'_>,
+    p: &YamlPath,
+    name: &str,
+    dummy: &[u8],
+    raw_real: RawSecretSource,
+    base: &Path,
+) -> Option<(SecretSource, Result<Arc<crate::secret::Secret>, String>)> {
     let source = match (raw_real.env, raw_real.file) {
         (Some(env), None) => {
             if !is_env_name(&env) {
                 // Not quoted: a key pasted here by mistake would be printed.
                 r.error(
-                    &p.key("real").key("env"),
+                    &p.key("env"),
                     "this is not an environment variable name: use letters, digits and `_`, \
                      not starting with a digit (the name written here is not shown)",
                 );
@@ -1039,7 +1153,7 @@ fn check_pair(
         (None, Some(file)) => SecretSource::File(resolve(base, &file)),
         _ => {
             r.error(
-                &p.key("real"),
+                p,
                 "give exactly one of `env: VARIABLE` or `file: PATH` (secrets are never written in the config)",
             );
             return None;
@@ -1047,18 +1161,18 @@ fn check_pair(
     };
     let real = match source.load() {
         Ok(s) => {
-            if s.ct_eq(&dummy) {
+            if s.ct_eq(dummy) {
                 r.error(
-                    &p.key("real"),
+                    p,
                     format!("the real value of credential `{name}` equals its dummy"),
                 );
-                ok = false;
+                return None;
             }
             Ok(Arc::new(s))
         }
         Err(LoadError::Missing(msg)) => {
             r.warn(
-                &p.key("real"),
+                p,
                 format!(
                     "credential `{name}` is unavailable ({msg}); requests that need it get 503"
                 ),
@@ -1066,11 +1180,11 @@ fn check_pair(
             Err(msg)
         }
         Err(LoadError::Unreadable(msg)) => {
-            r.error(&p.key("real"), msg);
+            r.error(p, msg);
             return None;
         }
     };
-    ok.then_some((dummy, source, real))
+    Some((source, real))
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: the names a shell can set, and never a pasted key like

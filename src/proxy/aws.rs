@@ -14,6 +14,7 @@
 //! A request that does not verify is answered `403` and nothing is sent. Bodies that must be read
 //! are limited to [`MAX_SIGNED_BODY`] (Pingora replays at most that much of a request body).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -149,7 +150,12 @@ fn key_values(policy: &Policy, key: usize, real: bool) -> Result<KeyValues, Refu
         if !real {
             return Ok(zeroize::Zeroizing::new(cred.dummy.clone()));
         }
-        match &cred.real {
+        // `aws` credentials have one value for every client (checked when loading).
+        match cred
+            .value_for(None)
+            .map(|v| &v.real)
+            .unwrap_or(&Err(String::new()))
+        {
             Ok(secret) => Ok(zeroize::Zeroizing::new(secret.expose().to_vec())),
             // Named by credential only: its source is the operator's business.
             Err(_) => Err(Refusal {
@@ -239,14 +245,11 @@ pub fn finish(
     // The body the upstream receives, and the hash the new signature covers.
     let upstream_hash = match body {
         Some(b) => {
-            let rules = policy
-                .upstream_rules
-                .get(upstream)
-                .ok_or_else(|| Refusal::new(500, "internal", "unknown upstream"))?;
+            let rules = Arc::clone(&prepared.body_rules);
             let new_body = rules
                 .rewriter
                 .rewrite(b, hits)
-                .map_err(|r| policy.request_refusal(upstream, &r))?
+                .map_err(|r| policy.request_refusal(upstream, &rules, &r))?
                 .into_owned();
             let hash = PayloadHash::of_body(&new_body);
             prepared.body = Some(Bytes::from(new_body));

@@ -14,8 +14,8 @@ pub type HeaderChanges = Vec<(HeaderName, Vec<HeaderValue>)>;
 /// Why headers could not be rewritten.
 #[derive(Debug)]
 pub enum HeaderError {
-    /// A refusing rule matched a value.
-    Refused(Refused),
+    /// A refusing rule matched a value of this header.
+    Refused(HeaderName, Refused),
     /// A rewritten value is not a valid header value (names the header, never the value).
     Invalid(HeaderName),
 }
@@ -31,14 +31,28 @@ pub fn rewrite_values(
     hits: &mut Hits,
     sensitive: bool,
 ) -> Result<HeaderChanges, HeaderError> {
+    rewrite_values_by(headers, |_| rw, hits, sensitive)
+}
+
+/// As [`rewrite_values`], with the rewriter of each header chosen by its name.
+///
+/// # Errors
+/// See [`HeaderError`].
+pub fn rewrite_values_by<'r>(
+    headers: &HeaderMap,
+    rewriter_for: impl Fn(&HeaderName) -> &'r Rewriter,
+    hits: &mut Hits,
+    sensitive: bool,
+) -> Result<HeaderChanges, HeaderError> {
     let mut changes = HeaderChanges::new();
     for name in headers.keys() {
+        let rw = rewriter_for(name);
         let values = headers.get_all(name);
         let mut changed: Option<Vec<HeaderValue>> = None;
         for (i, v) in values.iter().enumerate() {
             match rw
                 .rewrite(v.as_bytes(), hits)
-                .map_err(HeaderError::Refused)?
+                .map_err(|r| HeaderError::Refused(name.clone(), r))?
             {
                 Cow::Borrowed(_) => {
                     if let Some(list) = changed.as_mut() {

@@ -70,6 +70,10 @@ pub struct Ctx {
     response_hits: Hits,
     refusal: Option<Refusal>,
     identity: Option<ClientIdentity>,
+    /// The client slot of `identity` in the policy (see `Policy::client_slot`).
+    slot: usize,
+    /// Credentials whose `allow:` rules refuse this request: a swap of one is refused.
+    denied: Vec<usize>,
     /// When the upstream was chosen (for the upstream duration).
     upstream_started: Option<Instant>,
     /// The response goes to the client chunked (HTTP/1.x).
@@ -97,6 +101,8 @@ impl ProxyHttp for Gateway {
             response_hits: Hits::new(),
             refusal: None,
             identity: None,
+            slot: 0,
+            denied: Vec::new(),
             upstream_started: None,
             chunked_response: false,
             websocket: None,
@@ -208,10 +214,7 @@ impl ProxyHttp for Gateway {
         ctx.request_body = if prepared.body.is_some() {
             None
         } else {
-            ctx.policy
-                .upstream_rules
-                .get(u)
-                .map(|r| r.rewriter.stream())
+            Some(prepared.body_rules.rewriter.stream())
         };
         ws::start_request(ctx, u)
     }
@@ -249,9 +252,15 @@ impl ProxyHttp for Gateway {
         if end_of_stream && result.is_ok() {
             result = stream.finish(&mut out);
         }
-        if let Err(refused) = result {
-            let u = ctx.upstream.unwrap_or(usize::MAX);
-            let refusal = ctx.policy.request_refusal(u, &refused);
+        let refusal = match result {
+            Err(refused) => ctx.prepared.as_ref().map(|p| {
+                let u = ctx.upstream.unwrap_or(usize::MAX);
+                ctx.policy.request_refusal(u, &p.body_rules, &refused)
+            }),
+            // A swap outside the credential's `allow` rules: `out` is dropped unsent.
+            Ok(()) => ctx.policy.check_allowed(&ctx.denied, stream.hits()).err(),
+        };
+        if let Some(refusal) = refusal {
             return Err(refusal_error(&mut ctx.refusal, refusal));
         }
         if body.is_some() || !out.is_empty() {
@@ -508,9 +517,24 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         ws::check_request(req)?;
         ctx.websocket = Some(ws::Streams::default());
     }
+    ctx.slot = policy.client_slot(ctx.identity.as_ref());
+    ctx.denied = policy.denied_credentials(
+        route.upstream,
+        req.method.as_str(),
+        &path,
+        &request::query_names(&target.path_and_query),
+    );
     let signed = aws::detect(policy, route.upstream, req, &target.path_and_query)?;
-    let (mut prepared, mut hits) =
-        request::prepare(policy, route.upstream, req, &target.path_and_query)?;
+    let (mut prepared, mut hits) = request::prepare(
+        policy,
+        route.upstream,
+        ctx.slot,
+        req,
+        &target.path_and_query,
+    )?;
+    // Counted and logged even when refused below.
+    ctx.request_hits = hits.clone();
+    policy.check_allowed(&ctx.denied, &hits)?;
     match signed {
         Some(pending) if pending.needs_body() => ctx.aws_pending = Some(pending),
         Some(pending) => aws::finish(
@@ -642,16 +666,16 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
     if let Some(r) = &ctx.refusal {
         metrics::refusal(r.reason);
     }
-    if let Some(rules) = ctx.upstream.and_then(|u| ctx.policy.upstream_rules.get(u)) {
-        for (rule, n) in ctx.request_hits.iter() {
-            if let Some(c) = rules
-                .rules
-                .get(rule)
-                .and_then(|(c, _)| config.credentials.get(*c))
-            {
-                metrics::replacements(&c.name, "request", n);
-                crate::status::credential_used(&c.name);
-            }
+    let client = ctx.policy.client_name(ctx.slot).unwrap_or("");
+    for (rule, n) in ctx.request_hits.iter() {
+        if let Some(c) = ctx.policy.hit_credential(rule) {
+            metrics::replacements(&c.name, client, "request", n);
+            crate::status::credential_used(&c.name, client);
+        }
+    }
+    for (rule, n) in ctx.request_hits.kept() {
+        if let Some(c) = ctx.policy.hit_credential(rule) {
+            metrics::misplaced(&c.name, n);
         }
     }
     for (rule, n) in ctx.response_hits.iter() {
@@ -661,8 +685,8 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
             .get(rule)
             .and_then(|c| config.credentials.get(*c))
         {
-            metrics::replacements(&c.name, "response", n);
-            crate::status::credential_used(&c.name);
+            metrics::replacements(&c.name, "", "response", n);
+            crate::status::credential_used(&c.name, "");
         }
     }
 }
@@ -732,5 +756,9 @@ impl Ctx {
     }
     pub fn identity(&self) -> Option<&ClientIdentity> {
         self.identity.as_ref()
+    }
+    /// The configured client identity whose values this request used, if any.
+    pub fn client(&self) -> Option<&str> {
+        self.policy.client_name(self.slot)
     }
 }

@@ -7,7 +7,9 @@ use http::HeaderValue;
 
 use super::headers::{self, HeaderChanges, HeaderError};
 use crate::encoded;
-use crate::policy::{Policy, Refusal};
+use std::sync::Arc;
+
+use crate::policy::{Policy, Refusal, RuleSet, UpstreamRules};
 use crate::rewrite::{Hits, Refused, Rewriter};
 
 /// Where a request is going, as the agent asked for it.
@@ -192,32 +194,41 @@ pub struct Prepared {
     /// The whole body to send instead of streaming the agent's through the rewriter: set when
     /// the body had to be read before the header could be made (AWS signatures over the body).
     pub body: Option<bytes::Bytes>,
+    /// The rules for the body, chosen by its media type (see [`crate::config::SwapIn`]).
+    pub body_rules: Arc<RuleSet>,
 }
 
-/// Rewrites every header value (and the credentials inside `Authorization: Basic`) and the path
-/// and query of the agent's request with the upstream's request rules; also returns the
-/// replacements made, per rule.
+/// The media type of a request's body: `Content-Type` without parameters, lower case.
+pub fn media_type(req: &RequestHeader) -> Option<String> {
+    let v = req.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let mt = v.split(';').next()?.trim().to_ascii_lowercase();
+    (!mt.is_empty()).then_some(mt)
+}
+
+/// Rewrites header values (and the credentials inside `Basic` values), the path and the query
+/// of the agent's request, each place with its rule set (client slot `slot` of `upstream`);
+/// returns the replacements made and the dummies kept, by credential.
 ///
 /// # Errors
-/// The refusal for the first dummy that may not go to this upstream (403) or whose real value
-/// is unavailable (503), a dummy in a header *name* (400), or a rewritten value that is not a
-/// valid header value (502).
+/// The refusal for the first dummy that may not go to this upstream or this client (403) or
+/// whose real value is unavailable (503), a real value sent by the agent (403), a dummy in a
+/// header *name* (400), or a rewritten value that is not a valid header value (502).
 pub fn prepare(
     policy: &Policy,
     upstream: usize,
+    slot: usize,
     req: &RequestHeader,
     path_and_query: &[u8],
 ) -> Result<(Prepared, Hits), Refusal> {
     let rules = policy
-        .upstream_rules
-        .get(upstream)
+        .request_rules(upstream, slot)
         .ok_or_else(|| refuse(500, "internal", "unknown upstream"))?;
-    let rw = &rules.rewriter;
+    let nowhere = rules.nowhere();
     let mut hits = Hits::new();
     if req
         .headers
         .keys()
-        .any(|n| headers::name_matches(rw, n, &mut hits))
+        .any(|n| headers::name_matches(&nowhere.rewriter, n, &mut hits))
     {
         return Err(refuse(
             400,
@@ -225,45 +236,119 @@ pub fn prepare(
             "credential placeholders may appear in header values, not header names",
         ));
     }
-    let mut headers =
-        headers::rewrite_values(&req.headers, rw, &mut hits, true).map_err(|e| match e {
-            HeaderError::Refused(r) => policy.request_refusal(upstream, &r),
-            HeaderError::Invalid(name) => refuse(
-                502,
-                "invalid_header",
-                format!("a rewritten `{name}` header is not a valid header value"),
-            ),
-        })?;
-    basic_auth(&req.headers, &mut headers, rw, &mut hits)
-        .map_err(|r| policy.request_refusal(upstream, &r))?;
-    let path_and_query = rw
-        .rewrite(path_and_query, &mut hits)
-        .map_err(|r| policy.request_refusal(upstream, &r))?
-        .into_owned();
+    let mut headers = headers::rewrite_values_by(
+        &req.headers,
+        |name| &rules.header(name).rewriter,
+        &mut hits,
+        true,
+    )
+    .map_err(|e| match e {
+        HeaderError::Refused(name, r) => policy.request_refusal(upstream, rules.header(&name), &r),
+        HeaderError::Invalid(name) => refuse(
+            502,
+            "invalid_header",
+            format!("a rewritten `{name}` header is not a valid header value"),
+        ),
+    })?;
+    for name in rules.basic_headers() {
+        if let Some(set) = rules.basic(name) {
+            basic_auth(name, &req.headers, &mut headers, &set.rewriter, &mut hits)
+                .map_err(|r| policy.request_refusal(upstream, set, &r))?;
+        }
+    }
+    let path_and_query = rewrite_target(policy, upstream, rules, path_and_query, &mut hits)?;
+    let body_rules = Arc::clone(rules.body(media_type(req).as_deref()));
     Ok((
         Prepared {
             path_and_query,
             headers,
             body: None,
+            body_rules,
         },
         hits,
     ))
 }
 
-/// Rewrites dummies inside `Authorization: Basic` values (see [`encoded::rewrite_basic`]),
+/// Rewrites the path with the path's rules and each query parameter's value with its own; the
+/// whole target is first checked with the rules that swap nothing, so that no dummy or real
+/// value hides across a `&` or `=` from the guards.
+fn rewrite_target(
+    policy: &Policy,
+    upstream: usize,
+    rules: &UpstreamRules,
+    target: &[u8],
+    hits: &mut Hits,
+) -> Result<Vec<u8>, Refusal> {
+    let nowhere = rules.nowhere();
+    let mut scratch = Hits::new();
+    nowhere
+        .rewriter
+        .rewrite(target, &mut scratch)
+        .map_err(|r| policy.request_refusal(upstream, nowhere, &r))?;
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], Some(&target[q + 1..])),
+        None => (target, None),
+    };
+    let set = rules.path();
+    let mut out = set
+        .rewriter
+        .rewrite(path, hits)
+        .map_err(|r| policy.request_refusal(upstream, set, &r))?
+        .into_owned();
+    let Some(query) = query else { return Ok(out) };
+    out.push(b'?');
+    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], Some(&pair[eq + 1..])),
+            None => (pair, None),
+        };
+        let name_out = nowhere
+            .rewriter
+            .rewrite(name, hits)
+            .map_err(|r| policy.request_refusal(upstream, nowhere, &r))?;
+        out.extend_from_slice(&name_out);
+        if let Some(value) = value {
+            let set = rules.query(name);
+            let value_out = set
+                .rewriter
+                .rewrite(value, hits)
+                .map_err(|r| policy.request_refusal(upstream, set, &r))?;
+            out.push(b'=');
+            out.extend_from_slice(&value_out);
+        }
+    }
+    Ok(out)
+}
+
+/// The names of the query parameters of `path_and_query`, as written.
+pub fn query_names(path_and_query: &[u8]) -> Vec<&[u8]> {
+    let Some(q) = path_and_query.iter().position(|&b| b == b'?') else {
+        return Vec::new();
+    };
+    path_and_query[q + 1..]
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split(|&b| b == b'=').next().unwrap_or_default())
+        .collect()
+}
+
+/// Rewrites dummies inside `Basic` values of header `name` (see [`encoded::rewrite_basic`]),
 /// updating `changes` (which may already hold a literal rewrite of the header).
 fn basic_auth(
+    name: &http::HeaderName,
     original: &http::HeaderMap,
     changes: &mut HeaderChanges,
     rw: &Rewriter,
     hits: &mut Hits,
 ) -> Result<(), Refused> {
-    let name = http::header::AUTHORIZATION;
-    let changed = changes.iter().position(|(n, _)| *n == name);
+    let changed = changes.iter().position(|(n, _)| n == name);
     let basic = |v: &HeaderValue| encoded::is_basic(v.as_bytes());
     let any_basic = match changed {
         Some(i) => changes[i].1.iter().any(basic),
-        None => original.get_all(&name).iter().any(basic),
+        None => original.get_all(name).iter().any(basic),
     };
     if !any_basic {
         // The common case: no allocation.
@@ -271,7 +356,7 @@ fn basic_auth(
     }
     let current: Vec<HeaderValue> = match changed {
         Some(i) => changes[i].1.clone(),
-        None => original.get_all(&name).iter().cloned().collect(),
+        None => original.get_all(name).iter().cloned().collect(),
     };
     let mut any = false;
     let mut values = Vec::with_capacity(current.len());
@@ -293,7 +378,7 @@ fn basic_auth(
     if any {
         match changed {
             Some(i) => changes[i].1 = values,
-            None => changes.push((name, values)),
+            None => changes.push((name.clone(), values)),
         }
     }
     Ok(())
@@ -313,10 +398,7 @@ pub fn apply_upstream(
     prepared: &Prepared,
     req: &mut RequestHeader,
 ) -> Result<(), Refusal> {
-    let (Some(rules), Some(up)) = (
-        policy.upstream_rules.get(upstream),
-        policy.config.upstreams.get(upstream),
-    ) else {
+    let Some(up) = policy.config.upstreams.get(upstream) else {
         return Err(refuse(500, "internal", "unknown upstream"));
     };
     req.set_raw_path(&prepared.path_and_query)
@@ -347,7 +429,9 @@ pub fn apply_upstream(
             req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
                 .map_err(|_| refuse(502, "invalid_header", "cannot set Content-Length"))?;
         }
-        None if !rules.length_preserving => {
+        // Only a body whose rules may change its length goes chunked; every other keeps its
+        // `Content-Length` (some upstreams, S3 among them, require one).
+        None if !prepared.body_rules.length_preserving => {
             req.remove_header(&http::header::CONTENT_LENGTH);
         }
         None => {}

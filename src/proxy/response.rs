@@ -87,7 +87,7 @@ pub fn scrub_trailers(policy: &Policy, trailers: &mut HeaderMap, hits: &mut Hits
             trailers.remove(&name);
             return scrub_trailers(policy, trailers, hits);
         }
-        Err(HeaderError::Refused(_)) => {
+        Err(HeaderError::Refused(..)) => {
             // The response rewriter has no refusing rules; drop everything if one ever did.
             trailers.clear();
             return;
@@ -211,7 +211,7 @@ fn scrub_headers(
     }
     let changes = headers::rewrite_values(&resp.headers, rw, hits, false).map_err(|e| match e {
         // The response rewriter has no refusing rules.
-        HeaderError::Refused(_) => refuse(500, "internal", "response rules refused"),
+        HeaderError::Refused(..) => refuse(500, "internal", "response rules refused"),
         HeaderError::Invalid(name) => refuse(
             502,
             "invalid_header",

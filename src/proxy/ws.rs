@@ -23,7 +23,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
 use super::{refusal_error, Ctx};
-use crate::policy::{Policy, Refusal};
+use crate::policy::{Policy, Refusal, RuleSet};
 use crate::websocket::{Direction, WsError, WsScanner};
 
 /// The scanners of one WebSocket connection; present in the context of every admitted
@@ -32,6 +32,8 @@ use crate::websocket::{Direction, WsError, WsScanner};
 pub struct Streams {
     /// Frames from the agent; set for each upstream attempt.
     up: Option<WsScanner>,
+    /// The rules of `up` (WebSocket messages' place, see `config::SwapIn`).
+    up_rules: Option<Arc<RuleSet>>,
     /// Frames from the upstream; set when its `101` passes.
     down: Option<WsScanner>,
 }
@@ -116,13 +118,15 @@ pub(super) fn start_request(ctx: &mut Ctx, upstream: usize) -> Result<()> {
     let Some(streams) = ctx.websocket.as_mut() else {
         return Ok(());
     };
-    let Some(rules) = ctx.policy.upstream_rules.get(upstream) else {
+    let Some(rules) = ctx.policy.request_rules(upstream, ctx.slot) else {
         return Error::e_explain(ErrorType::InternalError, "unknown upstream");
     };
+    let set = Arc::clone(rules.websocket());
     streams.up = Some(WsScanner::new(
         Direction::ToUpstream,
-        Arc::clone(&rules.rewriter),
+        Arc::clone(&set.rewriter),
     ));
+    streams.up_rules = Some(set);
     ctx.request_body = None;
     Ok(())
 }
@@ -157,14 +161,31 @@ pub(super) fn request_chunk(
     body: &mut Option<Bytes>,
     end: bool,
 ) -> Result<()> {
-    let res = match ctx.websocket.as_mut().and_then(|s| s.up.as_mut()) {
-        Some(scanner) => scan(scanner, body, end && upgraded),
+    let Some(streams) = ctx.websocket.as_mut() else {
+        return Error::e_explain(ErrorType::InternalError, "no WebSocket streams");
+    };
+    let res = match streams.up.as_mut() {
+        Some(scanner) => scan(scanner, body, end && upgraded).map(|()| &*scanner),
         None => Err(WsError::Protocol("no scanner for the agent's frames")),
     };
-    res.map_err(|e| {
-        let refusal = refusal(&ctx.policy, ctx.upstream, Direction::ToUpstream, &e);
-        refusal_error(&mut ctx.refusal, refusal)
-    })
+    let refused = match res {
+        Ok(scanner) if !ctx.denied.is_empty() => {
+            // A swap outside the credential's `allow` rules: the frames are dropped unsent.
+            ctx.policy.check_allowed(&ctx.denied, &scanner.hits()).err()
+        }
+        Ok(_) => None,
+        Err(e) => Some(refusal(
+            &ctx.policy,
+            ctx.upstream,
+            streams.up_rules.as_deref(),
+            Direction::ToUpstream,
+            &e,
+        )),
+    };
+    match refused {
+        Some(refusal) => Err(refusal_error(&mut ctx.refusal, refusal)),
+        None => Ok(()),
+    }
 }
 
 /// The response body filter once the upstream's `101` has passed: every byte goes through the
@@ -177,7 +198,7 @@ pub(super) fn response_chunk(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool)
         return Ok(false);
     };
     scan(scanner, body, end).map_err(|e| {
-        let refusal = refusal(&ctx.policy, ctx.upstream, Direction::ToAgent, &e);
+        let refusal = refusal(&ctx.policy, ctx.upstream, None, Direction::ToAgent, &e);
         refusal_error(&mut ctx.refusal, refusal)
     })?;
     Ok(true)
@@ -217,15 +238,22 @@ fn scan(
 
 /// The refusal for a scanner's error: a foreign dummy is refused like anywhere else; a
 /// protocol error names the side and the rule it broke.
-fn refusal(policy: &Policy, upstream: Option<usize>, dir: Direction, e: &WsError) -> Refusal {
+fn refusal(
+    policy: &Policy,
+    upstream: Option<usize>,
+    rules: Option<&RuleSet>,
+    dir: Direction,
+    e: &WsError,
+) -> Refusal {
     let side = match dir {
         Direction::ToUpstream => "client",
         Direction::ToAgent => "upstream",
     };
     match e {
-        WsError::Refused(r) if dir == Direction::ToUpstream => {
-            policy.request_refusal(upstream.unwrap_or(usize::MAX), r)
-        }
+        WsError::Refused(r) if dir == Direction::ToUpstream => match rules {
+            Some(set) => policy.request_refusal(upstream.unwrap_or(usize::MAX), set, r),
+            None => Refusal::new(500, "internal", "no rules for the agent's frames"),
+        },
         // The response rewriter has no refusing rules; failing is the safe answer if it did.
         WsError::Refused(_) => Refusal::new(500, "internal", "a response rule refused"),
         WsError::Protocol(what) => Refusal::new(

@@ -26,6 +26,16 @@
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hits {
     counts: Vec<(usize, u64)>,
+    /// Matches of [`Action::Keep`](super::Action::Keep) rules: needles forwarded unchanged.
+    kept: Vec<(usize, u64)>,
+}
+
+/// Adds `n` to `rule`'s count in a sorted list.
+fn bump(counts: &mut Vec<(usize, u64)>, rule: usize, n: u64) {
+    match counts.binary_search_by_key(&rule, |&(r, _)| r) {
+        Ok(i) => counts[i].1 = counts[i].1.saturating_add(n),
+        Err(i) => counts.insert(i, (rule, n)),
+    }
 }
 
 impl Hits {
@@ -36,19 +46,26 @@ impl Hits {
 
     /// Counts one match of `rule`.
     pub fn add(&mut self, rule: usize) {
-        match self.counts.binary_search_by_key(&rule, |&(r, _)| r) {
-            Ok(i) => self.counts[i].1 = self.counts[i].1.saturating_add(1),
-            Err(i) => self.counts.insert(i, (rule, 1)),
-        }
+        bump(&mut self.counts, rule, 1);
+    }
+
+    /// Counts one match of `rule` whose needle was kept (not replaced).
+    pub fn add_kept(&mut self, rule: usize) {
+        bump(&mut self.kept, rule, 1);
+    }
+
+    /// The kept matches, by rule, in rule order.
+    pub fn kept(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.kept.iter().copied()
     }
 
     /// Adds every count of `other` (for example a stream's hits into a request's).
     pub fn merge(&mut self, other: &Hits) {
-        for (rule, n) in other.iter() {
-            match self.counts.binary_search_by_key(&rule, |&(r, _)| r) {
-                Ok(i) => self.counts[i].1 = self.counts[i].1.saturating_add(n),
-                Err(i) => self.counts.insert(i, (rule, n)),
-            }
+        for &(rule, n) in &other.counts {
+            bump(&mut self.counts, rule, n);
+        }
+        for &(rule, n) in &other.kept {
+            bump(&mut self.kept, rule, n);
         }
     }
 
@@ -79,10 +96,11 @@ impl Hits {
     /// Forgets every count, keeping the allocation.
     pub fn clear(&mut self) {
         self.counts.clear();
+        self.kept.clear();
     }
 
     /// Heap bytes owned.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.counts.capacity() * std::mem::size_of::<(usize, u64)>()
+        (self.counts.capacity() + self.kept.capacity()) * std::mem::size_of::<(usize, u64)>()
     }
 }

@@ -158,6 +158,9 @@ impl fmt::Debug for Rule {
 pub enum Action {
     /// Replace the needle with these bytes.
     Replace(Zeroizing<Vec<u8>>),
+    /// Forward the needle unchanged, counting it: a dummy found where its credential is not
+    /// swapped in (see `policy`), which the upstream may see but never as the real value.
+    Keep,
     /// Finding this needle is a policy violation (a dummy of a credential bound to another
     /// upstream, or of a credential whose real value is unavailable): the caller must refuse.
     Refuse,
@@ -167,6 +170,7 @@ impl fmt::Debug for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Replace(_) => f.write_str("Replace([REDACTED])"),
+            Action::Keep => f.write_str("Keep"),
             Action::Refuse => f.write_str("Refuse"),
         }
     }
@@ -194,7 +198,9 @@ pub struct Rewriter {
     name_rules: Vec<usize>,
     hold: Hold,
     names: Vec<Arc<str>>,
+    /// A kept needle is stored as a replacement by itself, marked in `kept`.
     actions: Vec<Action>,
+    kept: Vec<bool>,
     max_len: usize,
 }
 
@@ -317,7 +323,18 @@ impl Rewriter {
         };
         let max_len = rules.iter().map(|r| r.needle.len()).max().unwrap_or(0);
         drop(needles);
-        let (names, actions) = rules.into_iter().map(|r| (r.name, r.action)).unzip();
+        let kept = rules
+            .iter()
+            .map(|r| matches!(r.action, Action::Keep))
+            .collect();
+        // A kept needle is written back as it was found.
+        let (names, actions) = rules
+            .into_iter()
+            .map(|r| match r.action {
+                Action::Keep => (r.name, Action::Replace(r.needle)),
+                action => (r.name, action),
+            })
+            .unzip();
         Ok(Rewriter {
             finder,
             name_finder,
@@ -325,6 +342,7 @@ impl Rewriter {
             hold,
             names,
             actions,
+            kept,
             max_len,
         })
     }
@@ -352,7 +370,7 @@ impl Rewriter {
             .iter()
             .map(|a| match a {
                 Action::Replace(r) => r.capacity(),
-                Action::Refuse => 0,
+                Action::Keep | Action::Refuse => 0,
             })
             .sum();
         let hold = match &self.hold {
@@ -438,12 +456,16 @@ impl Rewriter {
         match self.actions.get(rule) {
             Some(Action::Replace(with)) => {
                 out.extend_from_slice(with);
-                hits.add(rule);
+                if self.kept.get(rule).copied().unwrap_or(false) {
+                    hits.add_kept(rule);
+                } else {
+                    hits.add(rule);
+                }
                 Ok(())
             }
             // The matcher only reports patterns it was built from, one per rule; an unknown
             // index cannot happen, and refusing is the safe answer if it ever did.
-            Some(Action::Refuse) | None => Err(Refused {
+            Some(Action::Refuse | Action::Keep) | None => Err(Refused {
                 rule,
                 name: self.names.get(rule).cloned().unwrap_or_else(|| "".into()),
             }),
@@ -476,7 +498,17 @@ fn validate(rules: &[Rule]) -> Vec<Problem> {
     }
     for (i, rule) in rules.iter().enumerate() {
         if let Action::Replace(with) = &rule.action {
-            for &j in by_needle.get(with.as_slice()).into_iter().flatten() {
+            // A replacement that another rule refuses is fine: output is never scanned again
+            // (a request rewriter swaps a dummy for the real value and refuses the real value
+            // when the agent sends it). One that another rule rewrites would make the result
+            // depend on how often the text went through.
+            let rewritten = |j: &&usize| !matches!(rules[**j].action, Action::Refuse);
+            for &j in by_needle
+                .get(with.as_slice())
+                .into_iter()
+                .flatten()
+                .filter(rewritten)
+            {
                 problems.push(Problem::NeedleIsReplacement {
                     needle_of: id(j),
                     replacement_of: id(i),

@@ -421,6 +421,13 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
+/// A query parameter `name` carrying `text` reversed (`name.rev=...`), which the upstream turns
+/// back: how a test has an upstream answer with a real value that the agent may not send.
+pub fn reversed(name: &str, text: &str) -> String {
+    let rev: String = text.chars().rev().collect();
+    format!("{name}.rev={}", percent_encode(&rev))
+}
+
 /// The chunks of a `/big?bytes=N&needle=T&every=K` body (`every == 0` or an empty needle: filler
 /// only).
 ///
@@ -1153,10 +1160,14 @@ impl Query {
                 .filter(|pair| !pair.is_empty())
                 .map(|pair| {
                     let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (
-                        name.to_owned(),
-                        super::decode::percent_decode(value.as_bytes()),
-                    )
+                    let value = super::decode::percent_decode(value.as_bytes());
+                    // `NAME.rev=...`: the value arrives reversed and is turned back here, as a
+                    // hostile upstream would: the agent cannot send a real value the gateway
+                    // recognises (it is refused), but it can send one transformed.
+                    match name.strip_suffix(".rev") {
+                        Some(n) => (n.to_owned(), value.into_iter().rev().collect()),
+                        None => (name.to_owned(), value),
+                    }
                 })
                 .collect(),
         )
