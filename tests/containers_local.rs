@@ -738,3 +738,65 @@ fn compose_stack_runs_and_recovers_on_a_real_engine() {
     assert!(!state_dir().join("dockerd.pid").exists());
     eprintln!("[{:?}] down: nothing left", t0.elapsed());
 }
+
+/// Cargo.toml's `rust-version` is the highest `rust-version` any locked dependency (for this
+/// platform) declares, and the gateway image's builder is that Rust: a guessed value let the
+/// image build fail (issue 19: `rust:1.85` against dependencies that need 1.95).
+#[test]
+fn rust_version_is_the_locks_minimum_and_the_builders() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let rustc = Command::new("rustc").arg("-vV").output().unwrap();
+    let host = text(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc -vV names no host");
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline", "--locked"])
+        .args(["--filter-platform", &host])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        text(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let resolved: Vec<&str> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    let (highest, by) = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["source"].is_null() && resolved.contains(&p["id"].as_str().unwrap()))
+        .filter_map(|p| {
+            let rv = p["rust_version"].as_str()?;
+            Some((version(rv), format!("{} {}", p["name"], p["version"])))
+        })
+        .max()
+        .unwrap();
+    let ours = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"].is_null() && p["name"] == "slapenir")
+        .unwrap()["rust_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        version(&ours),
+        highest,
+        "Cargo.toml's rust-version is {ours}; the lock needs {highest:?} ({by})"
+    );
+    let dockerfile = fs::read_to_string(repo().join("containers/gateway/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(&format!("ARG RUST_IMAGE=rust:{ours}-bookworm\n")),
+        "the gateway's builder is not rust:{ours}"
+    );
+}
