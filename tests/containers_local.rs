@@ -10,7 +10,8 @@
 //! 2. the agent's calls reach the fake API (`fake-api` on the egress network, which records what
 //!    it receives and echoes the `Authorization` header) with the real key, while the agent —
 //!    its reference client, and curl through `HTTPS_PROXY` with mTLS — only ever holds or sees
-//!    the dummy; first shown to leak when the gateway is not in the way;
+//!    the dummy; first shown to leak when the gateway is not in the way; cert-renew stays up
+//!    as `agent` and the health check fails near the certificate's expiry;
 //! 3. from inside the agent container nothing but the gateway and the CA is reachable: not the
 //!    fake API, not the egress network, not the host, not the admin port, not DNS for outside
 //!    names; first shown reachable from a container on the egress network;
@@ -479,6 +480,39 @@ fn compose_stack_runs_and_recovers_on_a_real_engine() {
         "the agent has /run/secrets"
     );
     eprintln!("[{:?}] key swap checked", t0.elapsed());
+
+    // 2b. The agent's certificate stays fresh: cert-renew runs as `agent` and stays up (with
+    // HOME=/root it exits at start and s6 restarts it every second: issue 19, fault 5), and the
+    // health check fails once the certificate is within AGENT_HEALTH_CERT_MIN of expiry.
+    let renew = text(
+        &docker(&[
+            "exec",
+            AGENT,
+            "s6-svstat",
+            "-o",
+            "up,updownfor",
+            "/run/service/cert-renew",
+        ])
+        .stdout,
+    );
+    let mut fields = renew.split_whitespace();
+    assert_eq!(fields.next(), Some("true"), "cert-renew is not up: {renew}");
+    let up_for: u64 = fields.next().unwrap().parse().unwrap();
+    assert!(up_for >= 5, "cert-renew restarted {up_for} s ago: {renew}");
+    let health = docker_ok(&["exec", AGENT, "/usr/local/bin/agent-healthcheck"]);
+    assert!(health.contains("certificate valid"), "{health}");
+    let near_expiry = docker(&[
+        "exec",
+        "-e",
+        "AGENT_HEALTH_CERT_MIN=100000000",
+        AGENT,
+        "/usr/local/bin/agent-healthcheck",
+    ]);
+    assert!(
+        !near_expiry.status.success() && text(&near_expiry.stdout).contains("expires within"),
+        "the health check passes a certificate that expires within ~3 years: {}",
+        text(&near_expiry.stdout)
+    );
 
     // 3. Isolation. A listener on every host address, then the same probes from the fake API's
     // container (egress: everything reachable, so the probe can succeed) and from the agent.
