@@ -1619,7 +1619,7 @@ mod budget_tests {
                 "{{\"id\":{},\"user\":\"u{}\",\"ok\":{}}}\n",
                 x % 100_000,
                 (x >> 8) % 977,
-                x % 3 == 0
+                x.is_multiple_of(3)
             );
             out.extend_from_slice(line.as_bytes());
         }

@@ -168,14 +168,14 @@ pub fn response_forms(real: &[u8], dummy: &[u8]) -> Vec<Form> {
 /// first character stands at `column` of a line `width` wide; `None` when no break falls inside.
 fn wrap(chars: &[u8], column: usize, width: usize, crlf: bool) -> Option<Zeroizing<Vec<u8>>> {
     let breaks = (1..chars.len())
-        .filter(|i| (column + i) % width == 0)
+        .filter(|i| (column + i).is_multiple_of(width))
         .count();
     if breaks == 0 {
         return None;
     }
     let mut out = Zeroizing::new(Vec::with_capacity(chars.len() + 2 * breaks));
     for (i, &c) in chars.iter().enumerate() {
-        if i > 0 && (column + i) % width == 0 {
+        if i > 0 && (column + i).is_multiple_of(width) {
             if crlf {
                 out.push(b'\r');
             }

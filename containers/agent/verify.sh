@@ -15,6 +15,20 @@
 set -eu
 
 python=${VERIFY_PYTHON:-python3}
+
+# The image points SSL_CERT_FILE, REQUESTS_CA_BUNDLE and PIP_CERT at the bundle init-certs
+# writes when the stack starts (system roots + the deployment's root). Run on its own
+# (`docker run --entrypoint verify.sh`, or during the image build) that file does not exist
+# and pip would fail on it, so a variable naming a missing file is replaced by the system roots.
+system_bundle=${VERIFY_SYSTEM_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+for var in SSL_CERT_FILE REQUESTS_CA_BUNDLE PIP_CERT; do
+    eval "value=\${$var:-}"
+    if [ -n "$value" ] && [ ! -s "$value" ]; then
+        echo "verify: $var=$value does not exist (written when the stack starts): using $system_bundle"
+        eval "$var=\$system_bundle"
+        export "${var?}"
+    fi
+done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -22,7 +22,16 @@
 #   - the root and its fingerprint into $ENROLL_DIR, and one enrollment token per name in
 #     AGENT_NAMES (comma-separated), valid ENROLL_TOKEN_LIFETIME (default 1h), single use,
 #     for the agents' init-certs. An agent that enrolls later than that needs a restart of
-#     step-ca (a new token) or a token minted by hand (docs/deploy.md).
+#     step-ca (a new token) or a token minted by hand (docs/deploy.md). Tokens from an earlier
+#     start are removed before the CA starts, so an agent never reads a used one.
+#
+# File modes: `step ca init` and `step ca certificate` write every file 0600 root:root, and a
+# plain `cp` keeps that. The gateway runs as GATEWAY_UID (10001), so everything it reads is
+# installed with an explicit owner and mode, on every start (which also repairs a volume
+# written by an older version of this script):
+#   $GATEWAY_CERTS_DIR  gateway.crt, intercept_ca.crt, root_ca.crt 0644; gateway.key,
+#                       intercept_ca.key 0600; all owned by GATEWAY_UID
+#   $ENROLL_DIR         root_ca.crt, root_ca.fingerprint 0644; NAME.token 0600 root
 set -eu
 
 STEPPATH=${STEPPATH:-/home/step}
@@ -51,11 +60,35 @@ log() { printf 'step-ca entrypoint: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 for f in "$ca_password" "$provisioner_password"; do
-    [ -s "$f" ] || die "secret $f is missing or empty (docs/deploy.md, step 3)"
+    [ -s "$f" ] || die "secret $f is missing or empty (docs/deploy.md, step 1)"
 done
 
-# The health check (compose.yaml) passes only once everything below has been issued.
+# A JWK provisioner's one-time token may be valid for at most one hour: step-ca refuses a
+# longer one when it is used ("token expiration ... exceeds maximum"), so a longer setting
+# would only fail later, in every agent. Accept NUMBER followed by s, m or h, up to 1h.
+token_seconds() {
+    case $1 in
+        *[!0-9smh]* | [smh]* | *[0-9]) return 1 ;;
+    esac
+    number=${1%?}
+    case $number in '' | *[!0-9]*) return 1 ;; esac
+    case $1 in
+        *s) echo "$number" ;;
+        *m) echo $((number * 60)) ;;
+        *h) echo $((number * 3600)) ;;
+    esac
+}
+seconds=$(token_seconds "$ENROLL_TOKEN_LIFETIME") \
+    || die "ENROLL_TOKEN_LIFETIME=$ENROLL_TOKEN_LIFETIME: expected a number followed by s, m or h"
+if [ "$seconds" -lt 60 ] || [ "$seconds" -gt 3600 ]; then
+    die "ENROLL_TOKEN_LIFETIME=$ENROLL_TOKEN_LIFETIME: must be between 1m and 1h (step's limit for one-time tokens)"
+fi
+
+# The health check (compose.yaml) passes only once everything below has been issued, and the
+# agents' init-certs wait for their token: neither may see what an earlier start left.
 rm -f "$ready_marker"
+mkdir -p "$ENROLL_DIR"
+rm -f "$ENROLL_DIR"/*.token "$ENROLL_DIR"/*.token.tmp
 
 if [ ! -f "$STEPPATH/config/ca.json" ]; then
     log "first start: creating the root and intermediate CA '$CA_NAME' for $CA_DNS_NAMES"
@@ -90,8 +123,8 @@ until step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1; do
 done
 log "step-ca is up"
 
-mkdir -p "$GATEWAY_CERTS_DIR" "$ENROLL_DIR"
-chmod 0755 "$ENROLL_DIR"
+mkdir -p "$GATEWAY_CERTS_DIR"
+chmod 0755 "$GATEWAY_CERTS_DIR" "$ENROLL_DIR"
 
 # The gateway's server certificate, issued through the CA (so `step ca renew` accepts it).
 gw_crt=$GATEWAY_CERTS_DIR/gateway.crt
@@ -103,15 +136,17 @@ if [ ! -s "$gw_crt" ] || step certificate needs-renewal "$gw_crt" >/dev/null 2>&
         --provisioner "$PROVISIONER" --provisioner-password-file "$provisioner_password" \
         --ca-url "$ca_url" --root "$root" --force
 fi
-cp "$root" "$GATEWAY_CERTS_DIR/root_ca.crt"
+install -m 0644 -o "$GATEWAY_UID" -g "$GATEWAY_UID" "$root" "$GATEWAY_CERTS_DIR/root_ca.crt"
 
 # The interception CA: a second CA under the root that can only issue server certificates.
 ic_crt=$GATEWAY_CERTS_DIR/intercept_ca.crt
 ic_key=$GATEWAY_CERTS_DIR/intercept_ca.key
 if [ ! -s "$ic_crt" ] || step certificate needs-renewal "$ic_crt" --expires-in 720h >/dev/null 2>&1; then
     log "issuing the interception CA ($INTERCEPT_LIFETIME)"
+    # The template alone makes the CA: `step certificate create` refuses --profile together
+    # with --template ("flag '--profile' is incompatible with '--template'", since step 0.15).
     step certificate create "$CA_NAME Interception CA" "$ic_crt" "$ic_key.sec1" \
-        --profile intermediate-ca --template "$TEMPLATES/intercept_ca.tpl" \
+        --template "$TEMPLATES/intercept_ca.tpl" \
         --ca "$root" --ca-key "$STEPPATH/secrets/root_ca_key" \
         --ca-password-file "$ca_password" \
         --not-after "$INTERCEPT_LIFETIME" --no-password --insecure --force
@@ -121,11 +156,14 @@ if [ ! -s "$ic_crt" ] || step certificate needs-renewal "$ic_crt" --expires-in 7
     rm -f "$ic_key.sec1"
 fi
 chown "$GATEWAY_UID:$GATEWAY_UID" "$gw_crt" "$gw_key" "$ic_crt" "$ic_key"
+chmod 0644 "$gw_crt" "$ic_crt"
 chmod 0600 "$gw_key" "$ic_key"
 
 # What an agent needs to enroll: the root's fingerprint and a single-use token per name.
-step certificate fingerprint "$root" >"$ENROLL_DIR/root_ca.fingerprint"
-cp "$root" "$ENROLL_DIR/root_ca.crt"
+step certificate fingerprint "$root" >"$ENROLL_DIR/root_ca.fingerprint.tmp"
+chmod 0644 "$ENROLL_DIR/root_ca.fingerprint.tmp"
+mv "$ENROLL_DIR/root_ca.fingerprint.tmp" "$ENROLL_DIR/root_ca.fingerprint"
+install -m 0644 "$root" "$ENROLL_DIR/root_ca.crt"
 old_ifs=$IFS
 IFS=,
 for name in $AGENT_NAMES; do
