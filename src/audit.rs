@@ -72,7 +72,7 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
             credential(c)
         }),
         credentials_out: names(ctx.response_hits(), |rule| {
-            credential(*policy.response_rules.get(rule)?)
+            policy.response_credential_name(rule)
         }),
         bytes_in: session.body_bytes_read(),
         bytes_out: session.body_bytes_sent(),

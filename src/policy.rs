@@ -13,6 +13,9 @@
 //! whichever upstream answered; so do its encoded forms (base64 at each alignment,
 //! percent-encoding, JSON escapes; see [`crate::encoded`]), each into the same form of the
 //! dummy.
+//!
+//! Retired real values (replaced or removed by a reload, see [`crate::retired`]) stay in the
+//! response rewriter, with the same encoded forms, until their grace ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +25,9 @@ use zeroize::Zeroizing;
 use crate::config::{AwsRole, Config, Credential, Route};
 use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
+use crate::retired::Retired;
 use crate::rewrite::{Action, Refused, Rewriter, Rule, Shape};
+use crate::secret::Secret;
 
 /// Why a request rule refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +91,15 @@ pub struct Policy {
     pub config: Config,
     pub upstream_rules: Vec<UpstreamRules>,
     pub response: Arc<Rewriter>,
-    /// For each response rule index: the credential index.
+    /// For each response rule index: the credential index. A retired value whose credential
+    /// is no longer configured points past `config.credentials`, at
+    /// `retired[index - config.credentials.len()]`; see [`Policy::response_credential_name`].
     pub response_rules: Vec<usize>,
     pub response_length_preserving: bool,
     /// The `aws` credentials, with their parts.
     pub aws_keys: Vec<AwsKey>,
+    /// Real values retired by reloads and still scrubbed from responses.
+    pub retired: Vec<Retired>,
     /// Per upstream: trust roots and client certificate, in Pingora's types, parsed once.
     pub upstream_tls: Vec<UpstreamTls>,
     /// Each route's name in metrics and logs: `host` + path prefix (`host:port` + prefix when
@@ -107,6 +116,19 @@ impl Policy {
     /// Conflicts between credentials that only show when the rewriters are built (for example
     /// two credentials with the same real value), as messages naming the credentials.
     pub fn compile(config: Config) -> Result<Policy, Vec<String>> {
+        Self::compile_with_retired(config, Vec::new())
+    }
+
+    /// Compiles a validated configuration whose response rules also scrub `retired` values
+    /// (each into its credential's dummy, with all its encoded forms). A retired value equal
+    /// to a live real value is left to the live rule.
+    ///
+    /// # Errors
+    /// As [`Policy::compile`].
+    pub fn compile_with_retired(
+        config: Config,
+        retired: Vec<Retired>,
+    ) -> Result<Policy, Vec<String>> {
         let mut errors = Vec::new();
         let mut upstream_rules = Vec::new();
         for (u, up) in config.upstreams.iter().enumerate() {
@@ -165,6 +187,30 @@ impl Policy {
                 response_rules.push(c);
             }
         }
+        // Where each retired value's rules point: its credential if it is still configured,
+        // else past the credentials (see `response_rules`).
+        let retired_owner = |i: usize, r: &Retired| {
+            config
+                .credentials
+                .iter()
+                .position(|c| c.name == r.credential)
+                .unwrap_or(config.credentials.len() + i)
+        };
+        let is_live = |r: &Retired| real_values(&config).any(|(_, _, v)| v.ct_eq(r.value.expose()));
+        for (i, r) in retired.iter().enumerate() {
+            let needle = r.value.expose();
+            if is_live(r) || rules.iter().any(|x: &Rule| x.needle.as_slice() == needle) {
+                continue;
+            }
+            response_length_preserving &= needle.len() == r.dummy.len();
+            rules.push(Rule {
+                name: Arc::from(r.credential.as_str()),
+                needle: Zeroizing::new(needle.to_vec()),
+                action: Action::Replace(Zeroizing::new(r.dummy.clone())),
+            });
+            shapes.push(Shape::Token);
+            response_rules.push(retired_owner(i, r));
+        }
         for (c, cred) in config.credentials.iter().enumerate() {
             let Ok(real) = &cred.real else { continue };
             for form in encoded::response_forms(real.expose(), &cred.dummy) {
@@ -179,6 +225,24 @@ impl Policy {
                 });
                 shapes.push(form.shape);
                 response_rules.push(c);
+            }
+        }
+        for (i, r) in retired.iter().enumerate() {
+            if is_live(r) {
+                continue;
+            }
+            for form in encoded::response_forms(r.value.expose(), &r.dummy) {
+                if rules.iter().any(|x: &Rule| x.needle == form.needle) {
+                    continue;
+                }
+                response_length_preserving &= form.needle.len() == form.replacement.len();
+                rules.push(Rule {
+                    name: Arc::from(r.credential.as_str()),
+                    needle: form.needle,
+                    action: Action::Replace(form.replacement),
+                });
+                shapes.push(form.shape);
+                response_rules.push(retired_owner(i, r));
             }
         }
         // Public hold-back: when scrubbed bytes reach the agent must not depend on a real
@@ -205,6 +269,7 @@ impl Policy {
         match response {
             Some(response) if errors.is_empty() => Ok(Policy {
                 aws_keys,
+                retired,
                 route_labels: config
                     .routes
                     .iter()
@@ -222,6 +287,25 @@ impl Policy {
                 routes_by_host,
             }),
             _ => Err(errors),
+        }
+    }
+
+    /// Every real value this policy's configuration holds: (credential name, the dummy it is
+    /// scrubbed into, value). Retired values are not included (they are in `retired`).
+    pub fn real_values(&self) -> impl Iterator<Item = (&str, &[u8], &Arc<Secret>)> {
+        real_values(&self.config)
+    }
+
+    /// The credential name of response rule `rule`, for metrics, the status page and the audit
+    /// line; a retired value is named after the credential it belonged to.
+    pub fn response_credential_name(&self, rule: usize) -> Option<&str> {
+        let c = *self.response_rules.get(rule)?;
+        match self.config.credentials.get(c) {
+            Some(cred) => Some(cred.name.as_str()),
+            None => self
+                .retired
+                .get(c.checked_sub(self.config.credentials.len())?)
+                .map(|r| r.credential.as_str()),
         }
     }
 
@@ -316,6 +400,15 @@ impl Policy {
             },
         }
     }
+}
+
+/// Every real value `config` holds: (credential name, its dummy, value). The one place that
+/// enumerates them, so that retiring values (see [`crate::retired`]) misses none.
+pub fn real_values(config: &Config) -> impl Iterator<Item = (&str, &[u8], &Arc<Secret>)> {
+    config.credentials.iter().filter_map(|c| {
+        let real = c.real.as_ref().ok()?;
+        Some((c.name.as_str(), c.dummy.as_slice(), real))
+    })
 }
 
 /// Groups the parts of each `aws` credential (validation guarantees the required ones).
