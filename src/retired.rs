@@ -405,4 +405,100 @@ mod tests {
             "{shown}"
         );
     }
+
+    /// Through `Policy`: a rotated value and a removed credential's value are scrubbed into
+    /// their dummies (literal and encoded), named after their credentials, and a zero grace
+    /// keeps nothing.
+    #[test]
+    fn a_compiled_policy_scrubs_retired_values() {
+        use crate::rewrite::Hits;
+        let dir = tempfile::tempdir().unwrap();
+        let config = |keys: &[(&str, &str)], grace: &str| {
+            let mut text = format!(
+                "listeners:\n  - name: l\n    address: 127.0.0.1:1\n\
+                 upstreams:\n  u:\n    url: http://127.0.0.1:1\n\
+                 rotation:\n  retired_grace: {grace}\ncredentials:\n"
+            );
+            for (name, value) in keys {
+                let file = dir.path().join(name);
+                std::fs::write(&file, value).unwrap();
+                text.push_str(&format!(
+                    "  {name}:\n    dummy: dummy-{name}-0000\n    real: {{ file: {} }}\n    upstreams: [u]\n",
+                    file.display()
+                ));
+            }
+            Config::from_source(&text, "test.yaml", std::path::Path::new("."))
+                .unwrap()
+                .config
+        };
+        let now = Instant::now();
+        let old = Policy::compile(config(
+            &[("a", "real-a-11111"), ("b", "real-b-11111")],
+            "1h",
+        ))
+        .unwrap();
+        let new_config = config(&[("a", "real-a-22222")], "1h");
+        let list = retire(&old, &new_config, now);
+        let names: Vec<&str> = list.iter().map(|r| r.credential.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let new = Policy::compile_with_retired(new_config, list).unwrap();
+        let changes = Changes::between(&old, &new);
+        assert_eq!(changes.retired.len(), 2);
+        assert!(changes.dropped.is_empty());
+        let cases: &[(&str, String, &str, &str)] = &[
+            (
+                "live value",
+                "x real-a-22222 x".into(),
+                "x dummy-a-0000 x",
+                "a",
+            ),
+            (
+                "rotated value",
+                "x real-a-11111 x".into(),
+                "x dummy-a-0000 x",
+                "a",
+            ),
+            (
+                "removed credential",
+                "x real-b-11111 x".into(),
+                "x dummy-b-0000 x",
+                "b",
+            ),
+            (
+                "rotated value in base64",
+                format!("x {} x", base64_of(b"real-a-11111")),
+                &format!("x {} x", base64_of(b"dummy-a-0000")),
+                "a",
+            ),
+        ];
+        for (name, input, want, credential) in cases {
+            let mut hits = Hits::new();
+            let out = new.response.rewrite(input.as_bytes(), &mut hits).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), *want, "case {name}");
+            let (rule, _) = hits.iter().next().unwrap();
+            assert_eq!(
+                new.response_credential_name(rule),
+                Some(*credential),
+                "case {name}"
+            );
+        }
+        // A zero grace: nothing is retired, the old values pass through unchanged.
+        let zero = config(&[("a", "real-a-22222")], "0s");
+        let list = retire(&new, &zero, Instant::now());
+        assert!(list.is_empty());
+        let dropped = Policy::compile_with_retired(zero, list).unwrap();
+        let changes = Changes::between(&new, &dropped);
+        assert_eq!(changes.dropped, ["a", "b"]);
+        let mut hits = Hits::new();
+        let out = dropped
+            .response
+            .rewrite(b"real-a-11111", &mut hits)
+            .unwrap();
+        assert_eq!(&*out, b"real-a-11111");
+    }
+
+    fn base64_of(v: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(v)
+    }
 }
