@@ -121,7 +121,7 @@ impl Policy {
 
     /// Compiles a validated configuration whose response rules also scrub `retired` values
     /// (each into its credential's dummy, with all its encoded forms). A retired value equal
-    /// to a live real value is left to the live rule.
+    /// to a live real value is left to the live rule and not kept in `retired`.
     ///
     /// # Errors
     /// As [`Policy::compile`].
@@ -196,10 +196,14 @@ impl Policy {
                 .position(|c| c.name == r.credential)
                 .unwrap_or(config.credentials.len() + i)
         };
-        let is_live = |r: &Retired| real_values(&config).any(|(_, _, v)| v.ct_eq(r.value.expose()));
+        // A retired value that is live again is the live rule's business.
+        let retired: Vec<Retired> = retired
+            .into_iter()
+            .filter(|r| !real_values(&config).any(|(_, _, v)| v.ct_eq(r.value.expose())))
+            .collect();
         for (i, r) in retired.iter().enumerate() {
             let needle = r.value.expose();
-            if is_live(r) || rules.iter().any(|x: &Rule| x.needle.as_slice() == needle) {
+            if rules.iter().any(|x: &Rule| x.needle.as_slice() == needle) {
                 continue;
             }
             response_length_preserving &= needle.len() == r.dummy.len();
@@ -228,9 +232,6 @@ impl Policy {
             }
         }
         for (i, r) in retired.iter().enumerate() {
-            if is_live(r) {
-                continue;
-            }
             for form in encoded::response_forms(r.value.expose(), &r.dummy) {
                 if rules.iter().any(|x: &Rule| x.needle == form.needle) {
                     continue;

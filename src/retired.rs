@@ -482,6 +482,11 @@ mod tests {
                 "case {name}"
             );
         }
+        // A retired value handed back with a live one equal to it is dropped from the list.
+        let back = config(&[("a", "real-a-11111")], "1h");
+        let kept = Policy::compile_with_retired(back, new.retired.clone()).unwrap();
+        let names: Vec<&str> = kept.retired.iter().map(|r| r.credential.as_str()).collect();
+        assert_eq!(names, ["b"]);
         // A zero grace: nothing is retired, the old values pass through unchanged.
         let zero = config(&[("a", "real-a-22222")], "0s");
         let list = retire(&new, &zero, Instant::now());
