@@ -576,6 +576,17 @@ fn a_rotated_key_parked_upstream_and_read_back_is_scrubbed_during_the_grace() {
         assert!(has_header(&seen, "x-parked", dummy), "{name}: {seen}");
         assert!(seen.contains(&format!("{dummy} and ")), "{name}: {seen}");
     }
+    // The status page lists the retirements by name.
+    let (_, status) = s.admin("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let mut retired: Vec<&str> = status["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["credential"].as_str().unwrap())
+        .collect();
+    retired.sort_unstable();
+    assert_eq!(retired, ["openai", "other"], "{status}");
     // Counted under the credential's name, the removed one included.
     let (_, metrics) = s.admin("/metrics");
     for credential in ["openai", "other"] {
