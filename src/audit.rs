@@ -78,7 +78,7 @@ pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         credentials_in: names(ctx.request_hits().iter(), credential),
         credentials_kept: names(ctx.request_hits().kept(), credential),
         credentials_out: names(ctx.response_hits().iter(), |rule| {
-            credential(*policy.response_rules.get(rule)?)
+            policy.response_credential_name(rule)
         }),
         client: ctx.client(),
         bytes_in: session.body_bytes_read(),

@@ -10,6 +10,7 @@
 //! - [`decode`]: push-style decompression of response bodies.
 //! - [`encoded`]: credentials inside encodings (Basic auth, base64, percent, JSON escapes).
 //! - [`policy`]: a config compiled into routes and rewriters.
+//! - [`retired`]: real values a reload replaced or removed, kept scrubbed for a grace.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`server`]: listeners, the admin endpoint and the process.
 //! - [`websocket`]: WebSocket frames scanned both ways on upgraded connections (no Pingora types).
@@ -28,6 +29,7 @@ pub mod plan;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod retired;
 pub mod rewrite;
 pub mod secret;
 pub mod server;

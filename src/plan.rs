@@ -2,6 +2,8 @@
 //! added, removed and changed — credentials *rotated* when their real value differs (compared in
 //! constant time, never printed). Used by the reload log line and by
 //! `slapenir check --admin ADDR`, which asks the running gateway for the plan of the file on disk.
+//! It also names the credentials whose old real value a reload retires (kept scrubbed from
+//! responses for `rotation.retired_grace`) or drops (see [`crate::retired`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +32,11 @@ pub struct Plan {
     /// The client identities with values of their own changed: `NAME (+added -removed)`, or
     /// `NAME (values rotated: id, ...)` when only values changed.
     pub credentials_clients_changed: Vec<String>,
+    /// Credentials whose old real value is retired: still scrubbed from responses until the
+    /// grace ends.
+    pub retired: Vec<String>,
+    /// Credentials whose retired value is dropped (grace zero, cut or ended, or live again).
+    pub retired_dropped: Vec<String>,
     /// Parts that only a restart applies (listeners, admin, interception).
     pub needs_restart: Vec<String>,
 }
@@ -214,6 +221,17 @@ impl Plan {
         plan
     }
 
+    /// Adds what a reload changes in retired values (see [`crate::retired::Changes`]).
+    pub fn with_retirement(mut self, changes: &crate::retired::Changes) -> Plan {
+        self.retired = changes.retired.iter().map(|(n, _)| n.clone()).collect();
+        self.retired_dropped = changes.dropped.clone();
+        for list in [&mut self.retired, &mut self.retired_dropped] {
+            list.sort();
+            list.dedup();
+        }
+        self
+    }
+
     /// Whether nothing would change.
     pub fn is_empty(&self) -> bool {
         *self == Plan::default()
@@ -225,7 +243,7 @@ impl fmt::Display for Plan {
         if self.is_empty() {
             return f.write_str("no changes");
         }
-        let parts: [(&str, &Vec<String>); 14] = [
+        let parts: [(&str, &Vec<String>); 16] = [
             ("routes added", &self.routes_added),
             ("routes removed", &self.routes_removed),
             ("routes changed", &self.routes_changed),
@@ -248,6 +266,11 @@ impl fmt::Display for Plan {
                 "credential clients changed",
                 &self.credentials_clients_changed,
             ),
+            (
+                "old values retired (still scrubbed from responses)",
+                &self.retired,
+            ),
+            ("retired values dropped", &self.retired_dropped),
             (
                 "needs a restart (not applied by a reload)",
                 &self.needs_restart,

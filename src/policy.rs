@@ -24,6 +24,9 @@
 //! whichever upstream answered; so do its encoded forms (base64 at each alignment,
 //! percent-encoding, JSON escapes; see [`crate::encoded`]), each into the same form of the
 //! dummy.
+//!
+//! Retired real values (replaced or removed by a reload, see [`crate::retired`]) stay in the
+//! response rewriter, with the same encoded forms, until their grace ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +36,9 @@ use zeroize::Zeroizing;
 use crate::config::{AwsRole, Config, Credential, Route};
 use crate::encoded;
 use crate::proxy::peer::UpstreamTls;
+use crate::retired::Retired;
 use crate::rewrite::{Action, Hits, Refused, Rewriter, Rule, Shape};
+use crate::secret::Secret;
 use crate::tls::ClientIdentity;
 
 /// What a request rule does in one place.
@@ -201,11 +206,15 @@ pub struct Policy {
     /// The client identities with values of their own (slot `i + 1` is `clients[i]`).
     pub clients: Vec<String>,
     pub response: Arc<Rewriter>,
-    /// For each response rule index: the credential index.
+    /// For each response rule index: the credential index. A retired value whose credential
+    /// is no longer configured points past `config.credentials`, at
+    /// `retired[index - config.credentials.len()]`; see [`Policy::response_credential_name`].
     pub response_rules: Vec<usize>,
     pub response_length_preserving: bool,
     /// The `aws` credentials, with their parts.
     pub aws_keys: Vec<AwsKey>,
+    /// Real values retired by reloads and still scrubbed from responses.
+    pub retired: Vec<Retired>,
     /// Per upstream: trust roots and client certificate, in Pingora's types, parsed once.
     pub upstream_tls: Vec<UpstreamTls>,
     /// Each route's name in metrics and logs: `host` + path prefix (`host:port` + prefix when
@@ -222,9 +231,36 @@ impl Policy {
     /// Conflicts between credentials that only show when the rewriters are built (for example
     /// two credentials with the same real value), as messages naming the credentials.
     pub fn compile(config: Config) -> Result<Policy, Vec<String>> {
+        Self::compile_with_retired(config, Vec::new())
+    }
+
+    /// Compiles a validated configuration whose response rules also scrub `retired` values
+    /// (each into its credential's dummy, with all its encoded forms). A retired value equal
+    /// to a live real value is left to the live rule and not kept in `retired`.
+    ///
+    /// # Errors
+    /// As [`Policy::compile`].
+    pub fn compile_with_retired(
+        config: Config,
+        retired: Vec<Retired>,
+    ) -> Result<Policy, Vec<String>> {
         let mut errors = Vec::new();
+        // Where each retired value's rules point: its credential if it is still configured,
+        // else past the credentials (see `response_rules`).
+        let retired_owner = |i: usize, r: &Retired| {
+            config
+                .credentials
+                .iter()
+                .position(|c| c.name == r.credential)
+                .unwrap_or(config.credentials.len() + i)
+        };
+        // A retired value that is live again is the live rule's business.
+        let retired: Vec<Retired> = retired
+            .into_iter()
+            .filter(|r| !real_values(&config).any(|(_, _, v)| v.ct_eq(r.value.expose())))
+            .collect();
         let clients = config.client_identities();
-        let refused = real_needles(&config);
+        let refused = real_needles(&config, &retired, retired_owner);
         let mut upstream_rules = Vec::new();
         for (u, up) in config.upstreams.iter().enumerate() {
             let mut per_slot = Vec::new();
@@ -263,6 +299,20 @@ impl Policy {
                 response_rules.push(c);
             }
         }
+        for (i, r) in retired.iter().enumerate() {
+            let needle = r.value.expose();
+            if rules.iter().any(|x: &Rule| x.needle.as_slice() == needle) {
+                continue;
+            }
+            response_length_preserving &= needle.len() == r.dummy.len();
+            rules.push(Rule {
+                name: Arc::from(r.credential.as_str()),
+                needle: Zeroizing::new(needle.to_vec()),
+                action: Action::Replace(Zeroizing::new(r.dummy.clone())),
+            });
+            shapes.push(Shape::Token);
+            response_rules.push(retired_owner(i, r));
+        }
         for (c, cred) in config.credentials.iter().enumerate() {
             let reals = cred.values.iter().filter_map(|v| v.real.as_ref().ok());
             for form in reals.flat_map(|real| encoded::response_forms(real.expose(), &cred.dummy)) {
@@ -277,6 +327,21 @@ impl Policy {
                 });
                 shapes.push(form.shape);
                 response_rules.push(c);
+            }
+        }
+        for (i, r) in retired.iter().enumerate() {
+            for form in encoded::response_forms(r.value.expose(), &r.dummy) {
+                if rules.iter().any(|x: &Rule| x.needle == form.needle) {
+                    continue;
+                }
+                response_length_preserving &= form.needle.len() == form.replacement.len();
+                rules.push(Rule {
+                    name: Arc::from(r.credential.as_str()),
+                    needle: form.needle,
+                    action: Action::Replace(form.replacement),
+                });
+                shapes.push(form.shape);
+                response_rules.push(retired_owner(i, r));
             }
         }
         // Public hold-back: when scrubbed bytes reach the agent must not depend on a real
@@ -303,6 +368,7 @@ impl Policy {
         match response {
             Some(response) if errors.is_empty() => Ok(Policy {
                 aws_keys,
+                retired,
                 route_labels: config
                     .routes
                     .iter()
@@ -321,6 +387,25 @@ impl Policy {
                 routes_by_host,
             }),
             _ => Err(errors),
+        }
+    }
+
+    /// Every real value this policy's configuration holds: (credential name, the dummy it is
+    /// scrubbed into, value). Retired values are not included (they are in `retired`).
+    pub fn real_values(&self) -> impl Iterator<Item = (&str, &[u8], &Arc<Secret>)> {
+        real_values(&self.config)
+    }
+
+    /// The credential name of response rule `rule`, for metrics, the status page and the audit
+    /// line; a retired value is named after the credential it belonged to.
+    pub fn response_credential_name(&self, rule: usize) -> Option<&str> {
+        let c = *self.response_rules.get(rule)?;
+        match self.config.credentials.get(c) {
+            Some(cred) => Some(cred.name.as_str()),
+            None => self
+                .retired
+                .get(c.checked_sub(self.config.credentials.len())?)
+                .map(|r| r.credential.as_str()),
         }
     }
 
@@ -508,23 +593,41 @@ impl Policy {
     }
 }
 
-/// Every real value of every credential, literal and in each encoded form, for the request
-/// rules to refuse: (credential index, needle). Needles are unique.
-fn real_needles(config: &Config) -> Vec<(usize, Zeroizing<Vec<u8>>)> {
-    let mut out: Vec<(usize, Zeroizing<Vec<u8>>)> = Vec::new();
-    // A needle already taken, or a dummy (a set of slices would keep `out` borrowed).
-    let seen = |out: &[(usize, Zeroizing<Vec<u8>>)], needle: &[u8]| {
-        config.credentials.iter().any(|c| c.dummy == needle)
-            || out.iter().any(|(_, n)| n.as_slice() == needle)
-    };
-    for (c, cred) in config.credentials.iter().enumerate() {
-        for real in cred.values.iter().filter_map(|v| v.real.as_ref().ok()) {
-            let literal = Zeroizing::new(real.expose().to_vec());
-            let forms = encoded::response_forms(real.expose(), &cred.dummy);
-            for needle in std::iter::once(literal).chain(forms.into_iter().map(|f| f.needle)) {
-                if !seen(&out, &needle) {
-                    out.push((c, needle));
-                }
+/// A real value for the request rules to refuse: (credential index, rule name, needle).
+type RefusedReal = (usize, Arc<str>, Zeroizing<Vec<u8>>);
+
+/// Every real value of every credential, and every retired one still scrubbed, literal and in
+/// each encoded form, for the request rules to refuse. Needles are unique. `owner` gives a
+/// retired value's credential index (past the credentials for a removed one).
+fn real_needles(
+    config: &Config,
+    retired: &[Retired],
+    owner: impl Fn(usize, &Retired) -> usize,
+) -> Vec<RefusedReal> {
+    let mut out: Vec<RefusedReal> = Vec::new();
+    let live = config.credentials.iter().enumerate().flat_map(|(c, cred)| {
+        cred.values.iter().filter_map(move |v| {
+            let real = v.real.as_ref().ok()?;
+            Some((c, cred.name.as_str(), cred.dummy.as_slice(), real.expose()))
+        })
+    });
+    let old = retired.iter().enumerate().map(|(i, r)| {
+        (
+            owner(i, r),
+            r.credential.as_str(),
+            r.dummy.as_slice(),
+            r.value.expose(),
+        )
+    });
+    for (c, name, dummy, real) in live.chain(old) {
+        let literal = Zeroizing::new(real.to_vec());
+        let forms = encoded::response_forms(real, dummy);
+        for needle in std::iter::once(literal).chain(forms.into_iter().map(|f| f.needle)) {
+            // A needle already taken, or a dummy.
+            let taken = config.credentials.iter().any(|cr| cr.dummy == *needle)
+                || out.iter().any(|(_, _, n)| *n == needle);
+            if !taken {
+                out.push((c, Arc::from(name), needle));
             }
         }
     }
@@ -539,7 +642,7 @@ fn upstream_rules_for(
     config: &Config,
     u: usize,
     client: Option<&str>,
-    refused: &[(usize, Zeroizing<Vec<u8>>)],
+    refused: &[RefusedReal],
 ) -> Result<UpstreamRules, String> {
     let creds = &config.credentials;
     // Each place's key: which credentials are swapped there. Equal keys share a set.
@@ -610,7 +713,7 @@ fn rule_set(
     u: usize,
     client: Option<&str>,
     swapped: &[bool],
-    refused: &[(usize, Zeroizing<Vec<u8>>)],
+    refused: &[RefusedReal],
 ) -> Result<RuleSet, String> {
     let mut rules = Vec::with_capacity(config.credentials.len() + refused.len());
     let mut kinds = Vec::with_capacity(rules.capacity());
@@ -647,13 +750,9 @@ fn rule_set(
         });
         kinds.push((c, kind));
     }
-    for (c, needle) in refused {
-        let name = config
-            .credentials
-            .get(*c)
-            .map_or_else(|| Arc::from("?"), |cr| Arc::from(cr.name.as_str()));
+    for (c, name, needle) in refused {
         rules.push(Rule {
-            name,
+            name: Arc::clone(name),
             needle: needle.clone(),
             action: Action::Refuse,
         });
@@ -664,6 +763,18 @@ fn rule_set(
         rewriter: Arc::new(rewriter),
         kinds,
         length_preserving,
+    })
+}
+
+/// Every real value `config` holds, shared and per client: (credential name, its dummy,
+/// value). The one place that enumerates them, so that retiring values (see
+/// [`crate::retired`]) misses none.
+pub fn real_values(config: &Config) -> impl Iterator<Item = (&str, &[u8], &Arc<Secret>)> {
+    config.credentials.iter().flat_map(|c| {
+        c.values.iter().filter_map(move |v| {
+            let real = v.real.as_ref().ok()?;
+            Some((c.name.as_str(), c.dummy.as_slice(), real))
+        })
     })
 }
 

@@ -8,6 +8,13 @@
 //!   a request keeps the policy it started with, so it sees the old or the new secrets, never a
 //!   mix. Old secrets are zeroized when the last request holding the old policy ends.
 //!
+//! A reload that replaces or removes a real value *retires* it: the new policy keeps scrubbing
+//! it from responses for `rotation.retired_grace` (see [`crate::retired`]). Each poll also
+//! checks whether a retired value's grace has ended; if so it compiles the *running*
+//! configuration again without it (never the file on disk: a timer must not apply an edit) and
+//! swaps that in, and the value is zeroized once no request holds the old policy. Log lines
+//! name the credential, never the value.
+//!
 //! A bad new file — certificate or configuration — is refused with an error log line naming
 //! what is wrong (never a secret), counted in `slapenir_config_reloads_total{result="failure"}`,
 //! and the old one keeps serving. Listeners, the admin address and interception are read at
@@ -15,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -25,6 +32,7 @@ use pingora::services::background::BackgroundService;
 use crate::config::Config;
 use crate::plan::Plan;
 use crate::policy::Policy;
+use crate::retired::{self, Changes, Retired};
 use crate::secret::SecretSource;
 use crate::tls::ListenerTlsState;
 
@@ -34,6 +42,9 @@ pub struct ConfigReload {
     pub policy: Arc<ArcSwap<Policy>>,
     /// (file, mtime) of every watched file as last applied, and a pending change.
     state: Mutex<WatchState>,
+    /// Held while a new policy is built from the current one and swapped in, so that a reload
+    /// and the end of a grace never build on the same policy.
+    swap: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -72,6 +83,7 @@ impl ConfigReload {
                 applied: applied.collect(),
                 pending: None,
             }),
+            swap: Mutex::new(()),
         }
     }
 
@@ -84,7 +96,8 @@ impl ConfigReload {
         for w in &loaded.warnings {
             log::warn!("{w}");
         }
-        Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))
+        let retired = retired::retire(&self.policy.load(), &loaded.config, Instant::now());
+        Policy::compile_with_retired(loaded.config, retired).map_err(|errs| errs.join("\n"))
     }
 
     /// What reloading the file on disk would change.
@@ -93,7 +106,9 @@ impl ConfigReload {
     /// As [`Self::load_candidate`].
     pub fn plan(&self) -> Result<Plan, String> {
         let candidate = self.load_candidate()?;
-        Ok(Plan::between(&self.policy.load().config, &candidate.config))
+        let current = self.policy.load();
+        Ok(Plan::between(&current.config, &candidate.config)
+            .with_retirement(&Changes::between(&current, &candidate)))
     }
 
     /// Reloads now: validates, compiles, swaps.
@@ -101,10 +116,15 @@ impl ConfigReload {
     /// # Errors
     /// What is wrong with the new file; nothing is swapped.
     pub fn reload(&self) -> Result<Plan, String> {
+        let _swap = self.swap.lock();
         let result = self.load_candidate().map(|candidate| {
-            let plan = Plan::between(&self.policy.load().config, &candidate.config);
+            let current = self.policy.load_full();
+            let changes = Changes::between(&current, &candidate);
+            let plan = Plan::between(&current.config, &candidate.config).with_retirement(&changes);
             let files = watched_files(&self.path, &candidate.config);
             self.policy.store(Arc::new(candidate));
+            drop(current);
+            log_retirement(&changes);
             if let Ok(mut st) = self.state.lock() {
                 st.applied = files
                     .into_iter()
@@ -131,8 +151,40 @@ impl ConfigReload {
         result
     }
 
-    /// Called every poll: reloads when a watched file changed and stayed the same for one poll.
+    /// Drops the retired values whose grace has ended: compiles the running configuration again
+    /// without them and swaps it in. The file on disk is not read.
+    fn expire_retired(&self) {
+        let _swap = self.swap.lock();
+        let current = self.policy.load_full();
+        let now = Instant::now();
+        if current.retired.iter().all(|r| r.until > now) {
+            return;
+        }
+        let kept: Vec<Retired> = current
+            .retired
+            .iter()
+            .filter(|r| r.until > now)
+            .cloned()
+            .collect();
+        match Policy::compile_with_retired(current.config.clone(), kept) {
+            Ok(next) => {
+                let changes = Changes::between(&current, &next);
+                self.policy.store(Arc::new(next));
+                drop(current);
+                log_retirement(&changes);
+            }
+            // Not expected (the same configuration compiled before); the value stays scrubbed.
+            Err(errs) => log::error!(
+                "retired values NOT dropped, they stay scrubbed: {}",
+                errs.join("; ")
+            ),
+        }
+    }
+
+    /// Called every poll: reloads when a watched file changed and stayed the same for one poll,
+    /// and drops retired values whose grace has ended.
     fn poll(&self) {
+        self.expire_retired();
         let reload = {
             let Ok(mut st) = self.state.lock() else {
                 return;
@@ -159,6 +211,20 @@ impl ConfigReload {
         if reload {
             let _ = self.reload();
         }
+    }
+}
+
+/// One log line per credential whose old value was retired or dropped (never the value).
+fn log_retirement(changes: &Changes) {
+    let now = Instant::now();
+    for (name, until) in &changes.retired {
+        log::info!(
+            "credential `{name}`: the retired value stays scrubbed from responses until {}",
+            retired::wall_clock(*until, now)
+        );
+    }
+    for name in &changes.dropped {
+        log::info!("credential `{name}`: retired value dropped");
     }
 }
 

@@ -153,6 +153,18 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
             }))
         })
         .collect();
+    // Retired real values (see `crate::retired`), by credential name; never a value.
+    let instant = std::time::Instant::now();
+    let retired: Vec<Value> = policy
+        .retired
+        .iter()
+        .map(|r| {
+            json!({
+                "credential": r.credential,
+                "seconds_left": r.until.saturating_duration_since(instant).as_secs(),
+            })
+        })
+        .collect();
     let (ok, failed) = crate::metrics::reload_counts();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -160,6 +172,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         "routes": routes,
         "upstreams": upstreams,
         "credentials": credentials,
+        "retired": retired,
         "certificates": certificates,
         "reloads": { "success": ok, "failure": failed },
     })

@@ -642,6 +642,57 @@ fn body_swapping_towards_a_model_api_is_warned_about() {
                 )),
                 "{name}: {w}"
             );
+
+/// `rotation:`: each error names file:line:column, the YAML path and what is allowed; a zero
+/// grace and the default are accepted.
+#[test]
+fn rotation_errors_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\n";
+    // (case, `rotation:` section, the error line's located part and a fragment, or None for
+    // a file that passes)
+    let cases: &[(&str, &str, Option<(&str, &str)>)] = &[
+        ("default", "", None),
+        ("zero grace", "rotation:\n  retired_grace: 0s\n", None),
+        ("hours", "rotation:\n  retired_grace: 48h\n", None),
+        ("empty section", "rotation:\n", None),
+        (
+            "not a duration",
+            "rotation:\n  retired_grace: soon\n",
+            Some(("8:18: rotation.retired_grace: ", "`soon` is not a duration")),
+        ),
+        (
+            "a number without a unit",
+            "rotation:\n  retired_grace: 3600\n",
+            Some(("8:18: rotation.retired_grace: ", "expected a string")),
+        ),
+        (
+            "unknown key",
+            "rotation:\n  grace: 1h\n",
+            Some(("8:3: rotation.grace: ", "unknown field `grace`")),
+        ),
+        (
+            "not a mapping",
+            "rotation: 1h\n",
+            Some(("7:11: rotation: ", "")),
+        ),
+    ];
+    for (name, section, want) in cases {
+        let file = format!("{}.yaml", name.replace(' ', "-"));
+        let path = dir.path().join(&file);
+        std::fs::write(&path, format!("{head}{section}")).unwrap();
+        let (ok, out, err) = check(&path);
+        match want {
+            None => assert!(ok && out.starts_with("ok:"), "{name}: {out}{err}"),
+            Some((at, fragment)) => {
+                assert!(!ok, "{name}: check passed");
+                let located = format!("error: {}:{at}", path.display());
+                assert!(
+                    err.lines()
+                        .any(|l| l.starts_with(&located) && l.contains(fragment)),
+                    "{name}: `{located}...{fragment}` not in:\n{err}"
+                );
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Live reload and secret rotation, against a real gateway process under load: nothing in
 //! flight fails, no request sees a mix of old and new secrets, a bad file is refused while the
-//! old configuration keeps serving, `check --admin` shows the plan, and a rotated secret is
-//! gone from the gateway's memory once no request uses it.
+//! old configuration keeps serving, `check --admin` shows the plan, a rotated key parked
+//! upstream and read back stays scrubbed during the retirement grace, and a rotated secret is
+//! gone from the gateway's memory once the grace ends and no request uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 mod common;
@@ -22,7 +23,10 @@ fn real(version: usize) -> String {
     format!("sk-real-v{version:02}-{}", "x7Qz".repeat(8))
 }
 
-fn config(extra_route: bool) -> String {
+/// The `rotation:` section of the tests that do not set one: a grace longer than any test.
+const LONG_GRACE: &str = "1h";
+
+fn config(extra_route: bool, grace: &str) -> String {
     let extra = if extra_route {
         "  - host: extra.test\n    upstream: api\n"
     } else {
@@ -34,7 +38,8 @@ fn config(extra_route: bool) -> String {
          upstreams:\n  api:\n    url: {{upstream}}\n\
          credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ file: {{dir}}/openai_key }}\n    upstreams: [api]\n    swap_in: {{ body: [\"*/*\"] }}\n\
          \x20 other:\n    dummy: sk-dummy-other\n    real: {{ env: TEST_OTHER_KEY }}\n    upstreams: [api]\n\
-         routes:\n  - host: api.test\n    upstream: api\n{extra}"
+         routes:\n  - host: api.test\n    upstream: api\n{extra}\
+         rotation:\n  retired_grace: {grace}\n"
     )
 }
 
@@ -48,23 +53,37 @@ fn write_atomic(path: &Path, content: &str) {
 struct Setup {
     gw: GatewayProcess,
     up: Upstream,
+    /// `rotation.retired_grace` of the config.
+    grace: &'static str,
 }
 
 fn setup() -> Setup {
+    setup_with_grace(LONG_GRACE)
+}
+
+fn setup_with_grace(grace: &'static str) -> Setup {
     let up = Upstream::start(UpstreamKind::Plain);
     let versions: Vec<Vec<u8>> = (0..=ROTATIONS).map(|v| real(v).into_bytes()).collect();
     up.count_needles(versions.iter().map(|v| v.as_slice()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("openai_key"), format!("{}\n", real(0))).unwrap();
-    let text = config(false).replace("{upstream}", &up.url());
-    let gw = GatewayProcess::start_in(dir, &text, &[("TEST_OTHER_KEY", "sk-other-real-1234")]);
-    Setup { gw, up }
+    let text = config(false, grace).replace("{upstream}", &up.url());
+    let gw = GatewayProcess::start_in(dir, &text, &[("TEST_OTHER_KEY", OTHER_REAL)]);
+    Setup { gw, up, grace }
 }
+
+/// The real value of credential `other` (from the environment).
+const OTHER_REAL: &str = "sk-other-real-1234";
 
 impl Setup {
     /// Rewrites the config (with the current upstream) in place.
     fn write_config(&self, extra_route: bool) {
-        let text = config(extra_route)
+        self.write_config_text(&config(extra_route, self.grace));
+    }
+
+    /// Writes `text` (a config with placeholders) as the config file, atomically.
+    fn write_config_text(&self, text: &str) {
+        let text = text
             .replace("{upstream}", &self.up.url())
             .replace("{listen}", &self.gw.listen.to_string())
             .replace("{admin}", &self.gw.admin.to_string())
@@ -85,6 +104,26 @@ impl Setup {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.parse().unwrap(), body.to_string())
+    }
+
+    /// Waits until the gateway's log holds `needle` at least `count` times.
+    fn wait_log(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.gw.stderr().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in:\n{}",
+                self.gw.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Rotates `openai` to `real(v)` and reloads; returns when the reload is applied.
+    fn rotate(&self, v: usize) {
+        write_atomic(&self.gw.dir().join("openai_key"), &format!("{}\n", real(v)));
+        self.gw.signal("HUP");
+        self.wait_applied();
     }
 
     /// Waits until the running configuration is the file on disk.
@@ -390,6 +429,10 @@ fn check_against_the_running_gateway_shows_the_plan_without_applying_it() {
     assert!(text.contains("routes added: extra.test/"), "{text}");
     assert!(text.contains("credentials rotated: openai"), "{text}");
     assert!(
+        text.contains("old values retired (still scrubbed from responses): openai"),
+        "{text}"
+    );
+    assert!(
         !text.contains("other"),
         "an unchanged credential was listed: {text}"
     );
@@ -428,44 +471,203 @@ fn memory_contains(pid: u32, needle: &[u8]) -> usize {
     hits
 }
 
-/// After rotation, once no request uses the old secret, it is nowhere in the gateway's memory.
+/// Sends `traffic` requests through the gateway with `real(v)` live: the dummy goes out (and
+/// becomes the real value), the upstream echoes the real value back in a header and a body
+/// (scrubbed to the dummy).
+fn traffic(s: &Setup, n: usize, v: usize) {
+    for i in 0..n {
+        let out = Command::new("curl")
+            .args(["-s", "-H", "Host: api.test", "-H"])
+            .arg(format!("Authorization: Bearer {DUMMY}"))
+            .args(["--data-binary", &format!("x {DUMMY} {i}")])
+            .arg(format!(
+                "{}/echo-header?name=x-echo&value={}",
+                s.gw.url(),
+                percent_encode(&real(v))
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+}
+
+/// What an agent reading `value` back from the upstream receives (status line, headers and
+/// body), with or without the gateway: the upstream echoes it in a header, and in the body
+/// plain and base64-encoded.
+fn read_back(base: &str, via_gateway: bool, value: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    let mut out = String::new();
+    for path in [
+        format!("/echo-header?name=x-parked&value={}", percent_encode(value)),
+        format!(
+            "/body?text={}",
+            percent_encode(&format!("{value} and {b64}"))
+        ),
+    ] {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-i"]);
+        if via_gateway {
+            cmd.args(["-H", "Host: api.test"]);
+        }
+        let got = cmd.arg(format!("{base}{path}")).output().unwrap();
+        assert!(got.status.success());
+        out.push_str(&String::from_utf8_lossy(&got.stdout));
+    }
+    out
+}
+
+/// Whether a `curl -i` output holds the header `name: value` (name in any case).
+fn has_header(output: &str, name: &str, value: &str) -> bool {
+    output.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(n, v)| n.eq_ignore_ascii_case(name) && v.trim() == value)
+    })
+}
+
+/// A key the agent parked upstream while it was live (here: the upstream echoes whatever it is
+/// asked to) and reads back after the rotation stays scrubbed during the grace, in a header
+/// and a body, plain and encoded; so does the value of a credential the reload removed.
+#[test]
+fn a_rotated_key_parked_upstream_and_read_back_is_scrubbed_during_the_grace() {
+    let s = setup();
+    // Without the gateway, reading it back yields the key: the check can fail.
+    let direct = read_back(&s.up.url(), false, &real(0));
+    assert!(direct.contains(&real(0)), "{direct}");
+    assert!(has_header(&direct, "x-parked", &real(0)), "{direct}");
+    // Rotate `openai` and remove `other`.
+    s.rotate(1);
+    s.wait_log(
+        "credential `openai`: the retired value stays scrubbed from responses until ",
+        1,
+    );
+    let other =
+        "  other:\n    dummy: sk-dummy-other\n    real: { env: TEST_OTHER_KEY }\n    upstreams: [api]\n";
+    let without_other = config(false, LONG_GRACE).replace(other, "");
+    assert_ne!(without_other, config(false, LONG_GRACE));
+    s.write_config_text(&without_other);
+    let (_, plan) = s.admin("/reload/plan");
+    assert!(plan.contains("credentials removed: other"), "{plan}");
+    assert!(
+        plan.contains("old values retired (still scrubbed from responses): other"),
+        "{plan}"
+    );
+    s.gw.signal("HUP");
+    s.wait_applied();
+    s.wait_log(
+        "credential `other`: the retired value stays scrubbed from responses until ",
+        1,
+    );
+    let cases = [
+        ("rotated key", real(0), DUMMY),
+        (
+            "removed credential's key",
+            OTHER_REAL.to_owned(),
+            "sk-dummy-other",
+        ),
+    ];
+    for (name, value, dummy) in cases {
+        let seen = read_back(&s.gw.url(), true, &value);
+        assert!(seen.starts_with("HTTP/1.1 200"), "{name}: {seen}");
+        assert!(
+            !common::decode::any_decoding_holds(seen.as_bytes(), value.as_bytes()),
+            "{name}: the retired key reached the agent:\n{seen}"
+        );
+        assert!(has_header(&seen, "x-parked", dummy), "{name}: {seen}");
+        assert!(seen.contains(&format!("{dummy} and ")), "{name}: {seen}");
+    }
+    // The status page lists the retirements by name.
+    let (_, status) = s.admin("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let mut retired: Vec<&str> = status["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["credential"].as_str().unwrap())
+        .collect();
+    retired.sort_unstable();
+    assert_eq!(retired, ["openai", "other"], "{status}");
+    // Counted under the credential's name, the removed one included.
+    let (_, metrics) = s.admin("/metrics");
+    for credential in ["openai", "other"] {
+        let series = format!(
+            "slapenir_replacements_total{{credential=\"{credential}\",direction=\"response\"}}"
+        );
+        assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
+    // The live key is still scrubbed, and nothing printed a value.
+    let live = read_back(&s.gw.url(), true, &real(1));
+    assert!(!live.contains(&real(1)), "{live}");
+    let out = format!("{}{}", s.gw.stdout(), s.gw.stderr());
+    for value in [real(0), real(1), OTHER_REAL.to_owned()] {
+        assert!(
+            !out.contains(&value),
+            "a real value is in the gateway's output"
+        );
+    }
+}
+
+/// After rotation, once the grace ends and no request uses the old secret, it is nowhere in
+/// the gateway's memory.
 #[test]
 fn a_rotated_secret_is_gone_from_memory() {
-    let s = setup();
-    let traffic = |n: usize, v: usize| {
-        for i in 0..n {
-            // Both directions: the dummy goes out (becomes the real value), the upstream echoes
-            // the real value back in a header and a body (scrubbed to the dummy).
-            let out = Command::new("curl")
-                .args(["-s", "-H", "Host: api.test", "-H"])
-                .arg(format!("Authorization: Bearer {DUMMY}"))
-                .args(["--data-binary", &format!("x {DUMMY} {i}")])
-                .arg(format!(
-                    "{}/echo-header?name=x-echo&value={}",
-                    s.gw.url(),
-                    percent_encode(&real(v))
-                ))
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-        }
-    };
-    traffic(50, 0);
+    let s = setup_with_grace("5s");
+    traffic(&s, 50, 0);
     let pid = s.gw.pid();
     assert!(
         memory_contains(pid, real(0).as_bytes()) > 0,
         "the scan does not find a live secret"
     );
-    write_atomic(&s.gw.dir().join("openai_key"), &format!("{}\n", real(1)));
-    s.gw.signal("HUP");
-    s.wait_applied();
-    traffic(50, 1);
+    s.rotate(1);
+    // During the grace the old value is still held (it is scrubbed from responses).
+    s.wait_log(
+        "credential `openai`: the retired value stays scrubbed from responses until ",
+        1,
+    );
+    assert!(
+        memory_contains(pid, real(0).as_bytes()) > 0,
+        "the retired value is not held during the grace"
+    );
+    s.wait_log("credential `openai`: retired value dropped", 1);
+    traffic(&s, 50, 1);
     let old = memory_contains(pid, real(0).as_bytes());
     let new = memory_contains(pid, real(1).as_bytes());
-    eprintln!("after rotation: old secret found {old} times, new secret {new} times");
+    eprintln!("after the grace: old secret found {old} times, new secret {new} times");
     assert!(new > 0, "the scan does not find the live secret");
     assert_eq!(
         old, 0,
         "the rotated secret is still in the gateway's memory"
     );
+}
+
+/// `retired_grace: 0s`: the reload that rotates the key drops the old value at once — it is
+/// gone from memory right after the reload, and no longer scrubbed.
+#[test]
+fn a_zero_grace_drops_the_retired_value_at_once() {
+    let s = setup_with_grace("0s");
+    traffic(&s, 50, 0);
+    let pid = s.gw.pid();
+    assert!(memory_contains(pid, real(0).as_bytes()) > 0);
+    write_atomic(&s.gw.dir().join("openai_key"), &format!("{}\n", real(1)));
+    let (_, plan) = s.admin("/reload/plan");
+    assert!(plan.contains("retired values dropped: openai"), "{plan}");
+    assert!(!plan.contains("old values retired"), "{plan}");
+    s.gw.signal("HUP");
+    s.wait_applied();
+    s.wait_log("credential `openai`: retired value dropped", 1);
+    assert!(
+        !s.gw.stderr().contains("stays scrubbed"),
+        "{}",
+        s.gw.stderr()
+    );
+    traffic(&s, 50, 1);
+    let old = memory_contains(pid, real(0).as_bytes());
+    eprintln!("after a zero grace: old secret found {old} times");
+    assert_eq!(
+        old, 0,
+        "the rotated secret is still in the gateway's memory"
+    );
+    // Dropped means no longer known: the old key read back passes unchanged (revoke it first).
+    let seen = read_back(&s.gw.url(), true, &real(0));
+    assert!(seen.contains(&real(0)), "{seen}");
 }

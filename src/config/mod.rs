@@ -33,8 +33,8 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/slapenir.yaml");
 /// The name the embedded default is reported under.
 pub const EMBEDDED_NAME: &str = "<embedded conf/slapenir.yaml>";
 
-/// A validated configuration.
-#[derive(Debug)]
+/// A validated configuration. Cloning it shares its secrets (`Arc`s), never copies them.
+#[derive(Debug, Clone)]
 pub struct Config {
     pub listeners: Vec<Listener>,
     pub admin: Option<Admin>,
@@ -44,6 +44,23 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// How far a compressed response body may expand while it is decoded for scanning.
     pub decoding: crate::decode::Budget,
+    /// What happens to real values that a reload retires.
+    pub rotation: Rotation,
+}
+
+/// `rotation:`: how long a retired real value (replaced or removed by a reload) stays scrubbed
+/// from responses. See `crate::retired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Zero drops a retired value at the reload that retires it.
+    pub retired_grace: Duration,
+}
+
+impl Rotation {
+    /// The default: a retired value stays scrubbed for 24 hours (or until a restart).
+    pub const DEFAULT: Rotation = Rotation {
+        retired_grace: Duration::from_secs(24 * 60 * 60),
+    };
 }
 
 impl Config {
@@ -131,7 +148,7 @@ impl fmt::Debug for ClientCert {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Credential {
     pub name: String,
     /// The placeholder the agent holds. Not a secret, but still never shown on status pages.
@@ -171,7 +188,7 @@ impl Credential {
 }
 
 /// A real value of a credential: for every client, or for one client identity.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RealValue {
     /// The client identity this value is for; `None` for every client.
     pub client: Option<String>,

@@ -15,6 +15,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "credentials",
     "routes",
     "decoding",
+    "rotation",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -219,4 +220,13 @@ pub struct RawDecoding {
 pub enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+/// What happens to a real value that a reload replaced or removed (`rotation:`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRotation {
+    /// How long a retired real value stays in the response rules; `0s` drops it at once.
+    #[serde(default)]
+    pub retired_grace: Option<String>,
 }

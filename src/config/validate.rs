@@ -191,6 +191,10 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         Some(v) => check_decoding(r, v),
         None => Some(crate::decode::Budget::DEFAULT),
     };
+    let rotation = match sections.get("rotation").filter(|v| !v.is_null()) {
+        Some(v) => check_rotation(r, v),
+        None => Some(Rotation::DEFAULT),
+    };
 
     let upstreams: Vec<Upstream> = upstreams.into_iter().filter_map(|(_, u)| u).collect();
     if upstreams.len() != upstream_names.len() {
@@ -224,7 +228,26 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         credentials: credentials?,
         routes: routes?,
         decoding: decoding?,
+        rotation: rotation?,
     })
+}
+
+/// `rotation:`: `retired_grace` is a duration, zero allowed (drop at once), default
+/// [`Rotation::DEFAULT`].
+fn check_rotation(r: &mut Report<'_>, v: &Value) -> Option<Rotation> {
+    let p = YamlPath::root().key("rotation");
+    let raw = r.item::<RawRotation>(&p, v)?;
+    let retired_grace = match raw.retired_grace {
+        None => Rotation::DEFAULT.retired_grace,
+        Some(s) => match parse_duration(&s) {
+            Ok(d) => d,
+            Err(m) => {
+                r.error(&p.key("retired_grace"), m);
+                return None;
+            }
+        },
+    };
+    Some(Rotation { retired_grace })
 }
 
 /// `decoding:`: both keys optional, each defaulting to [`crate::decode::Budget::DEFAULT`].

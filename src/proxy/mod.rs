@@ -679,14 +679,10 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
         }
     }
     for (rule, n) in ctx.response_hits.iter() {
-        if let Some(c) = ctx
-            .policy
-            .response_rules
-            .get(rule)
-            .and_then(|c| config.credentials.get(*c))
-        {
-            metrics::replacements(&c.name, "", "response", n);
-            crate::status::credential_used(&c.name, "");
+        // Named by credential, retired values included (`Policy::response_credential_name`).
+        if let Some(name) = ctx.policy.response_credential_name(rule) {
+            metrics::replacements(name, "", "response", n);
+            crate::status::credential_used(name, "");
         }
     }
 }
