@@ -642,6 +642,9 @@ fn body_swapping_towards_a_model_api_is_warned_about() {
                 )),
                 "{name}: {w}"
             );
+        }
+    }
+}
 
 /// `rotation:`: each error names file:line:column, the YAML path and what is allowed; a zero
 /// grace and the default are accepted.
