@@ -290,3 +290,58 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::path::Path;
+
+    fn config(credentials: &str) -> Config {
+        let text = format!(
+            "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\ncredentials:\n{credentials}"
+        );
+        Config::from_source(&text, "t.yaml", Path::new("."))
+            .unwrap()
+            .config
+    }
+
+    /// Placement, rules and client identities show by credential name.
+    #[test]
+    fn least_privilege_changes_show_by_name() {
+        let old = config(
+            "  keep:\n    dummy: dummy-keep-0001\n    real: { env: HOME }\n    upstreams: [a]\n\
+             \x20 placed:\n    dummy: dummy-placed-01\n    real: { env: HOME }\n    upstreams: [a]\n\
+             \x20 ruled:\n    dummy: dummy-ruled-001\n    real: { env: HOME }\n    upstreams: [a]\n\
+             \x20 agents:\n    dummy: dummy-agents-01\n    upstreams: [a]\n    clients:\n      agent-1: { env: HOME }\n      agent-2: { env: PATH }\n",
+        );
+        let new = config(
+            "  keep:\n    dummy: dummy-keep-0001\n    real: { env: HOME }\n    upstreams: [a]\n\
+             \x20 placed:\n    dummy: dummy-placed-01\n    real: { env: HOME }\n    upstreams: [a]\n    swap_in: { headers: [x-api-key] }\n\
+             \x20 ruled:\n    dummy: dummy-ruled-001\n    real: { env: HOME }\n    upstreams: [a]\n    allow:\n      - methods: [GET]\n\
+             \x20 agents:\n    dummy: dummy-agents-01\n    upstreams: [a]\n    clients:\n      agent-1: { env: HOME }\n      agent-3: { env: PATH }\n",
+        );
+        let plan = Plan::between(&old, &new);
+        assert_eq!(plan.credentials_placement_changed, ["placed"]);
+        assert_eq!(plan.credentials_rules_changed, ["ruled"]);
+        assert_eq!(
+            plan.credentials_clients_changed,
+            ["agents (+agent-3 -agent-2)"]
+        );
+        assert!(plan.credentials_changed.is_empty(), "{plan}");
+        let text = plan.to_string();
+        assert!(
+            text.contains("credential placement changed (swap_in): placed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("credential rules changed (allow): ruled"),
+            "{text}"
+        );
+        assert!(
+            text.contains("credential clients changed: agents (+agent-3 -agent-2)"),
+            "{text}"
+        );
+        assert!(Plan::between(&new, &new).is_empty());
+    }
+}

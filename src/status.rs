@@ -276,6 +276,18 @@ pub fn html(s: &Value) -> String {
             text(&c["upstreams"]),
             when(&c["last_used"])
         ));
+        // Values per client identity: one row each, under the credential.
+        for v in c["clients"].as_array().into_iter().flatten() {
+            let ok = v["available"].as_bool() == Some(true);
+            out.push_str(&format!(
+                "<tr><td>&nbsp;&nbsp;client {}</td><td class=\"{}\">{}</td><td>{}</td><td></td><td>{}</td></tr>",
+                text(&v["identity"]),
+                if ok { "ok" } else { "bad" },
+                if ok { "available" } else { "unavailable" },
+                text(&v["source"]),
+                when(&v["last_used"])
+            ));
+        }
     }
     out.push_str("</table><h2>Certificates</h2><table><tr><th>listener</th><th>subject</th><th>expires in</th></tr>");
     for c in s["certificates"].as_array().into_iter().flatten() {

@@ -108,7 +108,8 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(server: &GitServer, pki_dir: &Path) -> Agent {
+    /// `github_extra`: more keys of the `github` credential (e.g. `allow` rules), indented.
+    fn start(server: &GitServer, pki_dir: &Path, github_extra: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
@@ -121,7 +122,7 @@ impl Agent {
              upstreams:\n  github:\n    url: https://127.0.0.1:{port}\n    ca: {ca}\n\
              \x20 openai:\n    url: http://127.0.0.1:9\n\
              credentials:\n\
-             \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [github]\n\
+             \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [github]\n{github_extra}\
              \x20 openai:\n    dummy: {OPENAI_DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [openai]\n\
              routes:\n  - host: git.test\n    upstream: github\n",
             port = server.server.port,
@@ -195,12 +196,17 @@ fn seed_repository(server: &GitServer, scratch: &Path) {
 
 /// A git server with a seeded repository, and the agent's gateway in front of it.
 fn setup() -> (tempfile::TempDir, GitServer, Agent) {
+    setup_with("")
+}
+
+/// As [`setup`], with more keys for the `github` credential.
+fn setup_with(github_extra: &str) -> (tempfile::TempDir, GitServer, Agent) {
     let tmp = tempfile::tempdir().unwrap();
     let pki_dir = tmp.path().join("server-pki");
     let pki = TestPki::new(&pki_dir);
     let server = GitServer::start(tmp.path(), &pki);
     seed_repository(&server, tmp.path());
-    let agent = Agent::start(&server, &pki_dir);
+    let agent = Agent::start(&server, &pki_dir, github_extra);
     (tmp, server, agent)
 }
 
@@ -294,6 +300,66 @@ fn a_foreign_dummy_in_the_remote_url_is_refused_and_nothing_reaches_the_server()
     assert!(!any_decoding_holds(text.as_bytes(), OPENAI_REAL.as_bytes()));
     let audit = agent.gw.stdout();
     assert!(audit.contains("credential_bound_elsewhere"), "{audit}");
+}
+
+/// A read-only token: its `allow` rules admit what a clone or fetch sends (smart HTTP's
+/// `info/refs` and `git-upload-pack`), so cloning works and a push is refused with 403 before its
+/// pack reaches the server, which never sees the token on a push.
+#[test]
+fn allow_rules_make_a_token_read_only_for_git() {
+    let (tmp, server, agent) = setup_with(
+        "    allow:\n\
+         \x20     - methods: [GET]\n        paths: [\"/*/info/refs\"]\n        query: [service]\n\
+         \x20     - methods: [POST]\n        paths: [\"/*/git-upload-pack\"]\n",
+    );
+    let url = format!("https://{USER}:{GH_DUMMY}@git.test/repo.git");
+    let clone_dir = tmp.path().join("clone");
+    let clone = agent.git(&["clone", &url, clone_dir.to_str().unwrap()], tmp.path());
+    ok(&clone, "clone through the gateway with a read-only token");
+    let served_before_push = server.auths().iter().filter(|a| *a == "ok").count();
+
+    std::fs::write(clone_dir.join("CHANGES"), "pushed by the agent\n").unwrap();
+    ok(&git(&["add", "CHANGES"], &clone_dir, &[]), "add");
+    ok(
+        &git(&["commit", "-q", "-m", "agent change"], &clone_dir, &[]),
+        "commit",
+    );
+    let push = agent.git(&["push", "origin", "main"], &clone_dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&push.stdout),
+        String::from_utf8_lossy(&push.stderr)
+    );
+    assert!(!push.status.success(), "the push succeeded:\n{text}");
+    assert!(text.contains("403"), "{text}");
+    // The refs advertisement for the push is a GET the rules admit; the pack itself never left.
+    let bare = server.root.join("repo.git");
+    let log = ok(
+        &git(
+            &[
+                "--git-dir",
+                bare.to_str().unwrap(),
+                "log",
+                "--format=%s",
+                "main",
+            ],
+            tmp.path(),
+            &[],
+        ),
+        "server log",
+    );
+    assert_eq!(
+        log.lines().next(),
+        Some("seed"),
+        "the push reached the server: {log}"
+    );
+    assert!(server.auths().iter().filter(|a| *a == "ok").count() >= served_before_push);
+    let audit = agent.gw.stdout();
+    assert!(
+        audit.contains(r#""refusal":"credential_rule_denied""#),
+        "{audit}"
+    );
+    assert!(!any_decoding_holds(text.as_bytes(), GH_REAL.as_bytes()));
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

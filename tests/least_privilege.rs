@@ -730,3 +730,54 @@ fn real_values_from_the_agent_are_refused_everywhere() {
     );
     s.assert_logs_clean();
 }
+
+/// A body nothing swaps into keeps its `Content-Length`, and is still scanned: a foreign dummy
+/// in it aborts the request before the chunk holding it leaves, and the upstream never gets a
+/// complete request. First: the same body sent straight to the upstream arrives whole.
+#[test]
+fn a_body_with_its_length_is_still_scanned_for_foreign_dummies() {
+    let s = setup();
+    let body = format!("{}{FOREIGN_DUMMY}{}", "a".repeat(4000), "b".repeat(4000));
+    let direct = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert"])
+        .arg(s.up.ca_path())
+        .args(["-H", "Content-Type: text/plain", "--data-binary", &body])
+        .arg(format!("https://127.0.0.1:{}/echo", s.up.addr().port()))
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("CURL_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(direct.status.success());
+    let seen = s.requests_after(0, 1);
+    assert!(seen[0].body.complete && seen[0].body.text().unwrap().contains(FOREIGN_DUMMY));
+
+    let a = s.curl(
+        "agent-1",
+        "https://api.test/echo",
+        &[
+            "--http1.1",
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            &body,
+        ],
+    );
+    assert_eq!(a.status, Some(403), "{}", a.out);
+    assert_eq!(
+        a.refusal.as_deref(),
+        Some("credential_bound_elsewhere"),
+        "{}",
+        a.out
+    );
+    for r in s.up.requests().iter().skip(1) {
+        assert!(!r.body.complete, "a complete request reached the upstream");
+        assert_eq!(
+            r.header_str("content-length").as_deref(),
+            Some(body.len().to_string().as_str()),
+            "the body kept its length"
+        );
+        let got = r.body.bytes.as_deref().unwrap_or_default();
+        assert!(!String::from_utf8_lossy(got).contains(FOREIGN_DUMMY));
+    }
+    s.assert_logs_clean();
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::gateway::GatewayProcess;
-use common::upstream::{percent_encode, ChannelBody, Upstream, UpstreamKind};
+use common::upstream::{reversed, ChannelBody, Upstream, UpstreamKind};
 
 const DUMMY: &str = "sk-dummy-openai";
 const ROTATIONS: usize = 20;
@@ -481,9 +481,9 @@ fn traffic(s: &Setup, n: usize, v: usize) {
             .arg(format!("Authorization: Bearer {DUMMY}"))
             .args(["--data-binary", &format!("x {DUMMY} {i}")])
             .arg(format!(
-                "{}/echo-header?name=x-echo&value={}",
+                "{}/echo-header?name=x-echo&{}",
                 s.gw.url(),
-                percent_encode(&real(v))
+                reversed("value", &real(v))
             ))
             .output()
             .unwrap();
@@ -499,11 +499,9 @@ fn read_back(base: &str, via_gateway: bool, value: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(value);
     let mut out = String::new();
     for path in [
-        format!("/echo-header?name=x-parked&value={}", percent_encode(value)),
-        format!(
-            "/body?text={}",
-            percent_encode(&format!("{value} and {b64}"))
-        ),
+        // Sent reversed: the agent may not send a real value, retired ones included.
+        format!("/echo-header?name=x-parked&{}", reversed("value", value)),
+        format!("/body?{}", reversed("text", &format!("{value} and {b64}"))),
     ] {
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "-i"]);
