@@ -179,17 +179,34 @@ impl UpstreamRules {
         self.set(self.path)
     }
 
-    /// Rules for a body of `media_type` (lower case, no parameters; `None` without
-    /// `Content-Type`, which only `*/*` matches): the most specific matching pattern
-    /// (`type/subtype`, then `type/*`, then `*/*`) selects exactly the credentials whose lists
-    /// match.
-    pub fn body(&self, media_type: Option<&str>) -> &Arc<RuleSet> {
-        let find = |p: &str| self.body.iter().find(|(q, _)| q == p).map(|(_, i)| *i);
-        let specific = media_type.and_then(|mt| {
-            let wildcard = mt.split_once('/').map(|(t, _)| format!("{t}/*"));
-            find(mt).or_else(|| wildcard.as_deref().and_then(find))
+    /// Rules for a body with this `Content-Type` (`None` without one, which only `*/*`
+    /// matches): the most specific matching pattern (`type/subtype`, then `type/*`, then
+    /// `*/*`; media types compare without case and parameters) selects exactly the credentials
+    /// whose lists match. Allocates nothing.
+    pub fn body(&self, content_type: Option<&[u8]>) -> &Arc<RuleSet> {
+        if self.body.is_empty() {
+            return self.nowhere();
+        }
+        let media_type = content_type.map(|v| {
+            let end = v.iter().position(|&b| b == b';').unwrap_or(v.len());
+            v[..end].trim_ascii()
         });
-        self.set(specific.or_else(|| find("*/*")).unwrap_or(0))
+        let find = |matches: &dyn Fn(&[u8]) -> bool| {
+            self.body
+                .iter()
+                .find(|(p, _)| matches(p.as_bytes()))
+                .map(|(_, i)| *i)
+        };
+        let specific = media_type.filter(|mt| !mt.is_empty()).and_then(|mt| {
+            let ty = mt.split(|&b| b == b'/').next().unwrap_or_default();
+            find(&|p| p.eq_ignore_ascii_case(mt)).or_else(|| {
+                find(&|p| {
+                    p.strip_suffix(b"/*")
+                        .is_some_and(|t| t != b"*" && t.eq_ignore_ascii_case(ty))
+                })
+            })
+        });
+        self.set(specific.or_else(|| find(&|p| p == b"*/*")).unwrap_or(0))
     }
 
     /// Rules for WebSocket messages from the agent.
@@ -484,13 +501,13 @@ impl Policy {
 
     /// The credentials bound to `upstream` whose `allow:` rules do not admit this request: their
     /// dummies must not be swapped in it. `path` is the path as routed (see
-    /// `proxy::request::match_path`), `query_names` its query parameter names.
+    /// `proxy::request::match_path`), `query` the raw query. Allocates only when one is denied.
     pub fn denied_credentials(
         &self,
         upstream: usize,
         method: &str,
         path: &[u8],
-        query_names: &[&[u8]],
+        query: &[u8],
     ) -> Vec<usize> {
         self.config
             .credentials
@@ -498,9 +515,9 @@ impl Policy {
             .enumerate()
             .filter(|(_, c)| c.upstreams.contains(&upstream))
             .filter(|(_, c)| {
-                c.allow.as_ref().is_some_and(|rules| {
-                    !rules.iter().any(|r| r.matches(method, path, query_names))
-                })
+                c.allow
+                    .as_ref()
+                    .is_some_and(|rules| !rules.iter().any(|r| r.matches(method, path, query)))
             })
             .map(|(i, _)| i)
             .collect()
@@ -593,8 +610,9 @@ impl Policy {
     }
 }
 
-/// A real value for the request rules to refuse: (credential index, rule name, needle).
-type RefusedReal = (usize, Arc<str>, Zeroizing<Vec<u8>>);
+/// A real value for the request rules to refuse: (credential index, rule name, needle, its
+/// public shape).
+type RefusedReal = (usize, Arc<str>, Zeroizing<Vec<u8>>, Shape);
 
 /// Every real value of every credential, and every retired one still scrubbed, literal and in
 /// each encoded form, for the request rules to refuse. Needles are unique. `owner` gives a
@@ -620,14 +638,17 @@ fn real_needles(
         )
     });
     for (c, name, dummy, real) in live.chain(old) {
-        let literal = Zeroizing::new(real.to_vec());
+        // Real values hold no blank byte (checked when they are loaded).
+        let literal = (Zeroizing::new(real.to_vec()), Shape::Token);
         let forms = encoded::response_forms(real, dummy);
-        for needle in std::iter::once(literal).chain(forms.into_iter().map(|f| f.needle)) {
+        for (needle, shape) in
+            std::iter::once(literal).chain(forms.into_iter().map(|f| (f.needle, f.shape)))
+        {
             // A needle already taken, or a dummy.
             let taken = config.credentials.iter().any(|cr| cr.dummy == *needle)
-                || out.iter().any(|(_, _, n)| *n == needle);
+                || out.iter().any(|(_, _, n, _)| *n == needle);
             if !taken {
-                out.push((c, Arc::from(name), needle));
+                out.push((c, Arc::from(name), needle, shape));
             }
         }
     }
@@ -717,6 +738,7 @@ fn rule_set(
 ) -> Result<RuleSet, String> {
     let mut rules = Vec::with_capacity(config.credentials.len() + refused.len());
     let mut kinds = Vec::with_capacity(rules.capacity());
+    let mut shapes = Vec::with_capacity(rules.capacity());
     let mut length_preserving = true;
     for (c, cred) in config.credentials.iter().enumerate() {
         let aws_secret = cred
@@ -749,16 +771,22 @@ fn rule_set(
             action,
         });
         kinds.push((c, kind));
+        // Dummies are printable without spaces (checked when they are loaded).
+        shapes.push(Shape::Token);
     }
-    for (c, name, needle) in refused {
+    for (c, name, needle, shape) in refused {
         rules.push(Rule {
             name: Arc::clone(name),
             needle: needle.clone(),
             action: Action::Refuse,
         });
         kinds.push((*c, RuleKind::RealFromAgent));
+        shapes.push(*shape);
     }
-    let rewriter = Rewriter::new(rules).map_err(|e| e.to_string())?;
+    // Public hold-back: the rules hold real values, so when the agent's streamed bytes reach the
+    // upstream must not depend on their bytes (a colluding upstream would learn a guess of the
+    // key byte by byte; see `rewrite::Shape`).
+    let rewriter = Rewriter::new_public(rules, &shapes).map_err(|e| e.to_string())?;
     Ok(RuleSet {
         rewriter: Arc::new(rewriter),
         kinds,

@@ -529,7 +529,10 @@ fn gigabyte_request_body_in_bounded_memory() {
     assert_eq!(rec.needle_counts, vec![GIB / 65_536, 0]);
     let peak = gw.peak_rss_kib();
     eprintln!("1 GiB upload: gateway peak RSS {peak} KiB");
-    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    // Bounded, not proportional to the gigabyte: about 52 MiB at start; 72-80 MiB at peak
+    // since request rules hold back public shapes (the token-shaped tail of every chunk is
+    // held, so each chunk takes the copying path of the stream), under 64 MiB before.
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
     assert_no_secret_in_output(&gw);
 }
 
@@ -568,7 +571,10 @@ fn gigabyte_response_body_in_bounded_memory() {
     assert_eq!(body.needle_counts, vec![0, GIB / 65_536]);
     let peak = gw.peak_rss_kib();
     eprintln!("1 GiB download: gateway peak RSS {peak} KiB");
-    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    // Bounded, not proportional to the gigabyte: about 52 MiB at start; 72-80 MiB at peak
+    // since request rules hold back public shapes (the token-shaped tail of every chunk is
+    // held, so each chunk takes the copying path of the stream), under 64 MiB before.
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
     assert_no_secret_in_output(&gw);
 }
 

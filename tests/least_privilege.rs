@@ -781,3 +781,93 @@ fn a_body_with_its_length_is_still_scanned_for_foreign_dummies() {
     }
     s.assert_logs_clean();
 }
+
+/// A raw HTTP/1.1 upstream that keeps every byte it receives, as it arrives, and never answers:
+/// what a colluding upstream sees, and when.
+fn raw_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let sink = std::sync::Arc::clone(&sink);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// When the agent's streamed body reaches the upstream must not depend on the real key's bytes:
+/// the request rules refuse real values, and holding back exactly the tails that start one
+/// would let an agent and a colluding upstream test a guess of the key byte by byte (a right
+/// guess held, a wrong one forwarded at once). A right and a wrong guess of the key's start are
+/// released alike.
+#[test]
+fn a_streamed_guess_of_a_real_key_reaches_the_upstream_when_a_wrong_guess_does() {
+    use std::io::Write;
+    let (port, got) = raw_upstream();
+    let config = format!(
+        "listeners:\n  - name: agents\n    address: {{listen}}\n\
+         admin:\n  address: {{admin}}\n\
+         upstreams:\n  api:\n    url: http://127.0.0.1:{port}\n\
+         credentials:\n  openai:\n    dummy: {OPENAI_DUMMY}\n    real: {{ env: K_OPENAI }}\n    upstreams: [api]\n\
+         routes:\n  - host: api.test\n    upstream: api\n"
+    );
+    let gw = GatewayProcess::start(&config, &[("K_OPENAI", OPENAI_REAL)]);
+    let right = &OPENAI_REAL[..12];
+    let wrong = "sk-rZZZ-QQQQ";
+    assert_eq!(right.len(), wrong.len());
+    let mut released = Vec::new();
+    for (i, guess) in [right, wrong].into_iter().enumerate() {
+        // The blank ends a token: the marker is released, whatever follows it.
+        let marker = format!("probe-{i}: ");
+        let mut agent = std::net::TcpStream::connect(gw.listen).unwrap();
+        write!(
+            agent,
+            "POST /upload HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .unwrap();
+        let chunk = format!("{marker}{guess}");
+        write!(agent, "{:x}\r\n{chunk}\r\n", chunk.len()).unwrap();
+        agent.flush().unwrap();
+        // Readiness wait: the chunk holding the marker has reached the upstream whole (its
+        // data ends at the next CRLF).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let after_marker = loop {
+            let seen = got.lock().unwrap().clone();
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if let Some(at) = text.find(&marker) {
+                let rest = &text[at + marker.len()..];
+                if let Some(end) = rest.find("\r\n") {
+                    break rest[..end].to_owned();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the marker never arrived: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(5)); // poll interval, not synchronisation
+        };
+        released.push(after_marker);
+        drop(agent);
+    }
+    assert_eq!(
+        released[0].len(),
+        released[1].len(),
+        "a right guess of the key's start is released differently from a wrong one: {:?}",
+        released.iter().map(String::len).collect::<Vec<_>>()
+    );
+    let all = format!("{}{}", gw.stdout(), gw.stderr());
+    assert!(!all.contains(OPENAI_REAL));
+}

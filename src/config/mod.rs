@@ -258,14 +258,16 @@ pub struct AllowRule {
 
 impl AllowRule {
     /// Whether a request matches: `path` as used for routing (see `proxy::request::match_path`),
-    /// `query_names` the names of its query parameters.
-    pub fn matches(&self, method: &str, path: &[u8], query_names: &[&[u8]]) -> bool {
+    /// `query` the raw query (after `?`), whose parameter names must all be allowed.
+    pub fn matches(&self, method: &str, path: &[u8], query: &[u8]) -> bool {
         (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
             && self.query.as_ref().is_none_or(|allowed| {
-                query_names
-                    .iter()
-                    .all(|n| allowed.iter().any(|a| a.as_bytes() == *n))
+                query
+                    .split(|&b| b == b'&')
+                    .filter(|pair| !pair.is_empty())
+                    .map(|pair| pair.split(|&b| b == b'=').next().unwrap_or_default())
+                    .all(|n| allowed.iter().any(|a| a.as_bytes() == n))
             })
     }
 }

@@ -522,7 +522,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         route.upstream,
         req.method.as_str(),
         &path,
-        &request::query_names(&target.path_and_query),
+        request::query(&target.path_and_query),
     );
     let signed = aws::detect(policy, route.upstream, req, &target.path_and_query)?;
     let (mut prepared, mut hits) = request::prepare(
@@ -532,9 +532,11 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         req,
         &target.path_and_query,
     )?;
-    // Counted and logged even when refused below.
-    ctx.request_hits = hits.clone();
-    policy.check_allowed(&ctx.denied, &hits)?;
+    if let Err(refusal) = policy.check_allowed(&ctx.denied, &hits) {
+        // Counted and logged with the refusal.
+        ctx.request_hits = hits;
+        return Err(refusal);
+    }
     match signed {
         Some(pending) if pending.needs_body() => ctx.aws_pending = Some(pending),
         Some(pending) => aws::finish(

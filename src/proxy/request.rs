@@ -198,13 +198,6 @@ pub struct Prepared {
     pub body_rules: Arc<RuleSet>,
 }
 
-/// The media type of a request's body: `Content-Type` without parameters, lower case.
-pub fn media_type(req: &RequestHeader) -> Option<String> {
-    let v = req.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
-    let mt = v.split(';').next()?.trim().to_ascii_lowercase();
-    (!mt.is_empty()).then_some(mt)
-}
-
 /// Rewrites header values (and the credentials inside `Basic` values), the path and the query
 /// of the agent's request, each place with its rule set (client slot `slot` of `upstream`);
 /// returns the replacements made and the dummies kept, by credential.
@@ -257,7 +250,8 @@ pub fn prepare(
         }
     }
     let path_and_query = rewrite_target(policy, upstream, rules, path_and_query, &mut hits)?;
-    let body_rules = Arc::clone(rules.body(media_type(req).as_deref()));
+    let content_type = req.headers.get(http::header::CONTENT_TYPE);
+    let body_rules = Arc::clone(rules.body(content_type.map(|v| v.as_bytes())));
     Ok((
         Prepared {
             path_and_query,
@@ -323,16 +317,12 @@ fn rewrite_target(
     Ok(out)
 }
 
-/// The names of the query parameters of `path_and_query`, as written.
-pub fn query_names(path_and_query: &[u8]) -> Vec<&[u8]> {
-    let Some(q) = path_and_query.iter().position(|&b| b == b'?') else {
-        return Vec::new();
-    };
-    path_and_query[q + 1..]
-        .split(|&b| b == b'&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split(|&b| b == b'=').next().unwrap_or_default())
-        .collect()
+/// The query of `path_and_query` (after `?`), empty without one.
+pub fn query(path_and_query: &[u8]) -> &[u8] {
+    path_and_query
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(&[][..], |q| &path_and_query[q + 1..])
 }
 
 /// Rewrites dummies inside `Basic` values of header `name` (see [`encoded::rewrite_basic`]),
