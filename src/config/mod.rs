@@ -13,6 +13,7 @@
 //! the process (so `certs/gateway.crt` means the same for `--config conf/x.yaml` and for the
 //! embedded default); deployments use absolute paths.
 
+pub mod limits;
 pub mod locate;
 pub mod raw;
 pub mod swap;
@@ -46,6 +47,8 @@ pub struct Config {
     pub decoding: crate::decode::Budget,
     /// What happens to real values that a reload retires.
     pub rotation: Rotation,
+    /// `limits:`: connections, rates and timeouts, globally and per client identity.
+    pub limits: limits::Limits,
 }
 
 /// `rotation:`: how long a retired real value (replaced or removed by a reload) stays scrubbed

@@ -16,6 +16,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "decoding",
     "rotation",
+    "limits",
 ];
 
 #[derive(Debug, Deserialize)]

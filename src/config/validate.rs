@@ -195,6 +195,10 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         Some(v) => check_rotation(r, v),
         None => Some(Rotation::DEFAULT),
     };
+    let limits = match sections.get("limits").filter(|v| !v.is_null()) {
+        Some(v) => check_limits(r, v),
+        None => Some(super::limits::Limits::default_limits()),
+    };
 
     let upstreams: Vec<Upstream> = upstreams.into_iter().filter_map(|(_, u)| u).collect();
     if upstreams.len() != upstream_names.len() {
@@ -229,7 +233,21 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         routes: routes?,
         decoding: decoding?,
         rotation: rotation?,
+        limits: limits?,
     })
+}
+
+/// `limits:`: see [`super::limits`].
+fn check_limits(r: &mut Report<'_>, v: &Value) -> Option<super::limits::Limits> {
+    let p = YamlPath::root().key("limits");
+    let raw = r.item::<super::limits::RawLimits>(&p, v)?;
+    let mut problems = Vec::new();
+    let limits = super::limits::check(raw, &p, &mut problems);
+    let ok = problems.is_empty();
+    for (at, message) in problems {
+        r.error(&at, message);
+    }
+    ok.then_some(limits)
 }
 
 /// `rotation:`: `retired_grace` is a duration, zero allowed (drop at once), default
