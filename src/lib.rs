@@ -22,6 +22,7 @@ pub mod config;
 pub mod connect;
 pub mod decode;
 pub mod encoded;
+pub mod limits;
 pub mod log_scrub;
 pub mod metrics;
 pub mod pki;

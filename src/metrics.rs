@@ -9,6 +9,7 @@
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
 //! | `slapenir_replacements_total` | counter | `credential`, `client` (the configured client identity whose value was swapped in, for credentials with values per client; empty otherwise and for responses), `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
 //! | `slapenir_misplaced_dummies_total` | counter | `credential` | dummies found in a request to one of the credential's upstreams outside the places it is swapped in (`swap_in`), forwarded unchanged |
+//! | `slapenir_limited_total` | counter | `client`, `limit` | connections and requests refused (429/503), shed or slowed by a limit; `client` is a configured identity, `other`, or `gateway` for the gateway-wide limits; `limit` is one of `crate::limits::LIMITS` |
 //! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `credential_not_for_client` (a credential with values per client identity, used by a client without one), `credential_rule_denied` (a swap outside the credential's `allow` rules), `real_secret_from_agent` (a real value, in any encoding, sent by the agent), `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `other` |
 //! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
 //! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
@@ -137,6 +138,14 @@ mod defs {
         )
         .expect("register slapenir_refusals_total")
     });
+    pub static LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_limited_total",
+            "Connections and requests refused, shed or slowed by a limit, by client (a configured identity, or `other`; `gateway` for the gateway's own limits) and limit (see `crate::limits::LIMITS`).",
+            &["client", "limit"]
+        )
+        .expect("register slapenir_limited_total")
+    });
     pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
         register_int_gauge!("slapenir_in_flight_requests", "Requests being served.")
             .expect("register slapenir_in_flight_requests")
@@ -174,6 +183,7 @@ pub fn init() {
     for r in REFUSAL_REASONS {
         defs::REFUSALS.with_label_values(&[r]);
     }
+    Lazy::force(&defs::LIMITED);
     Lazy::force(&defs::IN_FLIGHT);
     Lazy::force(&defs::UPSTREAM_DURATION);
     Lazy::force(&defs::UPSTREAM_ERRORS);
@@ -275,6 +285,17 @@ pub fn refusal(reason: &str) {
 /// Counts a client certificate that failed verification.
 pub fn mtls_failure() {
     refusal("mtls_failure");
+}
+
+/// Counts a limit hit by `client` (a label from `crate::limits::client_label`, or `gateway`);
+/// unknown limit names are counted as `other`.
+pub fn limited(client: &str, limit: &str) {
+    let l = crate::limits::LIMITS
+        .iter()
+        .find(|l| **l == limit)
+        .copied()
+        .unwrap_or("other");
+    defs::LIMITED.with_label_values(&[client, l]).inc();
 }
 
 /// A request started / ended.
