@@ -7,6 +7,10 @@
 #
 #   bash benches/compare/ab_small.sh BASE_BIN NEW_BIN
 #
+# A binary named `pingora_passthrough` (examples/pingora_passthrough.rs: the framework with
+# default settings and no filters) is started as one, forwarding to the same upstream: with it as
+# BASE the ratio is the gateway against the framework's own ceiling.
+#
 # Knobs: ROUNDS (default 7), SECS per cell (default 5), CONNS (default 16), LOAD_CPU and
 # PROXY_CPU (default 0 and 1), CREDENTIALS (default 2: credentials bound to the upstream, each
 # with its real value in the request rules' refusal set). Needs nginx, wrk, taskset, python3.
@@ -86,8 +90,13 @@ for v in base new; do
     config "${port[$v]}" >"$work/$v.yaml"
     bin=$base
     [ "$v" = new ] && bin=$new
-    env "${envs[@]}" RUST_LOG=error taskset -c "$PROXY_CPU" "$bin" run --config "$work/$v.yaml" \
-        >/dev/null 2>"$work/$v.err" &
+    if [ "$(basename "$bin")" = pingora_passthrough ]; then
+        RUST_LOG=error taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:${port[$v]}" "127.0.0.1:$up" \
+            >/dev/null 2>"$work/$v.err" &
+    else
+        env "${envs[@]}" RUST_LOG=error taskset -c "$PROXY_CPU" "$bin" run --config "$work/$v.yaml" \
+            >/dev/null 2>"$work/$v.err" &
+    fi
     pids+=($!)
 done
 for p in "$up" "${port[base]}" "${port[new]}"; do wait_port "$p"; done

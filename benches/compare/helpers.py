@@ -454,6 +454,12 @@ def report(results_path, meta_path, soak_secs):
         c = "small-" + tr
         check("small %s: req/s >= 0.9x nginx" % tr, div(get(c, "gateway", "rps"), get(c, "nginx", "rps")),
               lambda v: v >= 0.9, x)
+        if tr == "plain":
+            check("small plain: req/s >= 1.0x the Pingora passthrough (every feature on against none)",
+                  div(get(c, "gateway", "rps"), get(c, "pingora", "rps")), lambda v: v >= 1.0, x)
+            check("10 MB upload plain: throughput vs the Pingora passthrough (no target: the ceiling)",
+                  div(get("upload-plain", "gateway", "rps"), get("upload-plain", "pingora", "rps")),
+                  lambda v: True, x)
         check("small %s: req/s >= 50x mitmproxy" % tr,
               div(get(c, "gateway", "rps"), get(c, "mitmproxy", "rps")), lambda v: v >= 50, x)
         check("small %s: added p99 <= 1.2x nginx's" % tr,
