@@ -421,7 +421,8 @@ impl Rewriter {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn rewrite<'a>(&self, input: &'a [u8], hits: &mut Hits) -> Result<Cow<'a, [u8]>, Refused> {
-        let Some(first) = self.finder.find(input, 0) else {
+        let mut cursor = self.finder.cursor(input);
+        let Some(first) = cursor.find(0) else {
             return Ok(Cow::Borrowed(input));
         };
         let mut out = Vec::with_capacity(input.len());
@@ -431,7 +432,7 @@ impl Rewriter {
             out.extend_from_slice(&input[pos..m.start()]);
             self.apply(m.pattern().as_usize(), &mut out, hits)?;
             pos = m.end();
-            next = self.finder.find(input, pos);
+            next = cursor.find(pos);
         }
         out.extend_from_slice(&input[pos..]);
         Ok(Cow::Owned(out))

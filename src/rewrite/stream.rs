@@ -173,7 +173,8 @@ fn commit_final(
 ) -> Result<usize, Refused> {
     let mut tails = OpenTails::new(rw, w, pos);
     let mut t = tails.earliest_at_or_after(pos);
-    while let Some(m) = rw.finder.find(w, pos) {
+    let mut cursor = rw.finder.cursor(w);
+    while let Some(m) = cursor.find(pos) {
         if m.start() >= t {
             break;
         }
@@ -249,7 +250,8 @@ fn commit_before(
     hits: &mut Hits,
 ) -> Result<usize, Refused> {
     let mut pos = 0;
-    while let Some(m) = rw.finder.find(w, pos) {
+    let mut cursor = rw.finder.cursor(w);
+    while let Some(m) = cursor.find(pos) {
         if m.start() >= limit {
             break;
         }
