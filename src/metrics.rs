@@ -330,3 +330,30 @@ pub fn render() -> String {
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn allocator_gauges_are_exported_when_scraped() {
+        let kinds: Vec<&str> = allocator_stats().iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "allocated",
+                "active",
+                "metadata",
+                "resident",
+                "mapped",
+                "retained"
+            ]
+        );
+        let text = render();
+        for kind in kinds {
+            let line = format!("slapenir_allocator_bytes{{kind=\"{kind}\"}} ");
+            assert!(text.contains(&line), "{line} missing from /metrics");
+        }
+    }
+}
