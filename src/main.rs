@@ -8,12 +8,13 @@ use clap::{Parser, Subcommand};
 /// Every heap block is zeroed when it is freed, so a rotated or dropped secret does not linger
 /// in freed memory — including the copies that libraries make and that no `Zeroize` reaches
 /// (header values, TLS buffers, the matcher's tables). Memory allocated by C code (zstd, the
-/// TLS provider's C parts) is not covered. The allocator underneath is mimalloc: with it the
-/// gateway serves about a fifth more small requests per CPU-second than with the system
-/// allocator (`benches/compare`, docs/performance.md).
+/// TLS provider's C parts) is not covered. The allocator underneath is jemalloc: it served
+/// small requests about as fast as mimalloc did in A/B runs, returns freed pages to the system
+/// after a few seconds (mimalloc kept them and grew in steps under a steady load), and reports
+/// its statistics (`slapenir_allocator_bytes` on `/metrics`; docs/performance.md, "Memory").
 #[global_allocator]
-static ALLOC: zeroizing_alloc::ZeroAlloc<mimalloc::MiMalloc> =
-    zeroizing_alloc::ZeroAlloc(mimalloc::MiMalloc);
+static ALLOC: zeroizing_alloc::ZeroAlloc<tikv_jemallocator::Jemalloc> =
+    zeroizing_alloc::ZeroAlloc(tikv_jemallocator::Jemalloc);
 use slapenir::config::{Config, ConfigErrors, Loaded};
 
 #[derive(Parser)]

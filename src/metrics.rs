@@ -17,11 +17,13 @@
 //! | `slapenir_in_flight_requests` | gauge | — | requests being served |
 //! | `slapenir_config_reloads_total` | counter | `result` (`success`, `failure`) | configuration reloads (`SIGHUP` or a watched file changed); a failure keeps the old configuration |
 //! | `slapenir_build_info` | gauge (1) | `version` | the running version |
+//! | `slapenir_allocator_bytes` | gauge | `kind` (`allocated`: held by live blocks, `active`: in pages holding them, `metadata`: the allocator's own, `resident`: in physically resident pages the allocator maps, `mapped`: in its mapped chunks, `retained`: unmapped from use but kept for reuse — the process does not pay for it in RSS) | the heap allocator's statistics, read when `/metrics` is scraped |
 
 use once_cell::sync::Lazy;
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGauge, TextEncoder,
+    register_int_gauge_vec, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    TextEncoder,
 };
 
 /// Refusal reasons: a closed list, so the label set stays bounded.
@@ -158,6 +160,14 @@ mod defs {
         )
         .expect("register slapenir_config_reloads_total")
     });
+    pub static ALLOCATOR: Lazy<IntGaugeVec> = Lazy::new(|| {
+        register_int_gauge_vec!(
+            "slapenir_allocator_bytes",
+            "The heap allocator's statistics, read when scraped.",
+            &["kind"]
+        )
+        .expect("register slapenir_allocator_bytes")
+    });
     pub static BUILD: Lazy<GaugeVec> = Lazy::new(|| {
         register_gauge_vec!(
             "slapenir_build_info",
@@ -191,6 +201,7 @@ pub fn init() {
     for r in ["success", "failure"] {
         defs::RELOADS.with_label_values(&[r]);
     }
+    allocator_refresh();
 }
 
 /// Observes the time until an upstream's response header.
@@ -303,9 +314,67 @@ pub fn in_flight(delta: i64) {
     defs::IN_FLIGHT.add(delta);
 }
 
+/// The heap allocator's statistics, in bytes: `(kind, value)` for each `kind` of
+/// `slapenir_allocator_bytes`. Empty when the allocator cannot report (statistics are cached by
+/// the allocator and refreshed here).
+pub fn allocator_stats() -> Vec<(&'static str, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return Vec::new();
+    }
+    type Read = fn() -> tikv_jemalloc_ctl::Result<usize>;
+    let read: [(&'static str, Read); 6] = [
+        ("allocated", stats::allocated::read),
+        ("active", stats::active::read),
+        ("metadata", stats::metadata::read),
+        ("resident", stats::resident::read),
+        ("mapped", stats::mapped::read),
+        ("retained", stats::retained::read),
+    ];
+    read.iter()
+        .filter_map(|(kind, f)| f().ok().map(|v| (*kind, v as u64)))
+        .collect()
+}
+
+fn allocator_refresh() {
+    for (kind, v) in allocator_stats() {
+        defs::ALLOCATOR
+            .with_label_values(&[kind])
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+}
+
 /// The text exposition of every metric.
 pub fn render() -> String {
+    allocator_refresh();
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn allocator_gauges_are_exported_when_scraped() {
+        let kinds: Vec<&str> = allocator_stats().iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "allocated",
+                "active",
+                "metadata",
+                "resident",
+                "mapped",
+                "retained"
+            ]
+        );
+        let text = render();
+        for kind in kinds {
+            let line = format!("slapenir_allocator_bytes{{kind=\"{kind}\"}} ");
+            assert!(text.contains(&line), "{line} missing from /metrics");
+        }
+    }
 }

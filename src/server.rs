@@ -72,6 +72,13 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     // The embedded default has no file to re-read.
     let config_reload = config_path.map(|p| Arc::new(ConfigReload::new(p, policy.clone())));
 
+    // The allocator hands pages freed by bursts (10 MB bodies, a thousand connections closing)
+    // back to the system after its decay time (10 s) even on threads that go quiet, instead of
+    // at the next allocation there: one jemalloc thread does it. Without it memory is only
+    // returned later; nothing else changes, so a failure is only logged.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        log::warn!("allocator: no background purging ({e})");
+    }
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         grace_period_seconds: Some(0),

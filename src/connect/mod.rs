@@ -102,7 +102,10 @@ impl ServerApp for GatewayApp {
             let replay = PrefixStream::new(stream, head.freeze());
             return self.proxy.process_new(Box::new(replay), shutdown).await;
         }
-        self.tunnel(stream, head, shutdown).await;
+        // Boxed: inline, the tunnel's state would be part of every connection's future, about
+        // 5 KiB for each idle keep-alive connection that never sends CONNECT
+        // (docs/performance.md, "Memory").
+        Box::pin(self.tunnel(stream, head, shutdown)).await;
         None
     }
 

@@ -103,6 +103,11 @@ impl AsyncRead for PrefixStream {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Frees the read buffer the prefix came from, or it would stay allocated as long
+                // as the connection (1 KiB per idle connection).
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
