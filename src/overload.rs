@@ -58,6 +58,8 @@ static FDS_SAMPLED: AtomicU64 = AtomicU64::new(0);
 static OPEN_AT_SAMPLE: AtomicU64 = AtomicU64::new(0);
 /// `RLIMIT_NOFILE` as found and as raised.
 static NOFILE: OnceLock<Nofile> = OnceLock::new();
+/// The soft `RLIMIT_NOFILE` at the last count (another process may change it: `prlimit`).
+static FDS_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// `RLIMIT_NOFILE` at start: the soft limit found, the one now in force, and the hard limit.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +98,7 @@ pub fn raise_nofile() -> Nofile {
         hard,
     };
     let _ = NOFILE.set(n);
+    FDS_LIMIT.store(soft, Ordering::Relaxed);
     start_fd_count();
     n
 }
@@ -105,6 +108,8 @@ fn start_fd_count() {
         .name("fd-count".into())
         .spawn(|| loop {
             let open = OPEN.load(Ordering::Relaxed);
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            FDS_LIMIT.store(limit.current.unwrap_or(u64::MAX), Ordering::Relaxed);
             if let Some(n) = count_fds() {
                 FDS_SAMPLED.store(n, Ordering::Relaxed);
                 OPEN_AT_SAMPLE.store(open, Ordering::Relaxed);
@@ -158,10 +163,12 @@ pub fn admit(policy: &ArcSwap<Policy>) -> Result<Admitted, &'static str> {
     if open > connections {
         return Err("total_connections");
     }
-    if let Some(n) = NOFILE.get() {
-        if n.soft.saturating_sub(fds_in_use()) < reserve {
-            return Err("file_descriptors");
-        }
+    if FDS_LIMIT
+        .load(Ordering::Relaxed)
+        .saturating_sub(fds_in_use())
+        < reserve
+    {
+        return Err("file_descriptors");
     }
     Ok(admitted)
 }
@@ -187,7 +194,12 @@ fn identity(stream: &Stream) -> Option<ClientIdentity> {
         .and_then(|d| d.extension.get::<ClientIdentity>().cloned())
 }
 
-/// Writes a complete refusal on a raw connection and closes it.
+/// Bytes of a refused request read and dropped after the answer, so that closing with them
+/// unread does not reset the connection before the client has read the answer.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Writes a complete refusal on a raw connection and closes it (after a short lingering read).
 async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str) {
     let phrase = match status {
         408 => "Request Timeout",
@@ -211,6 +223,17 @@ async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str) {
         let _ = stream.shutdown().await;
     })
     .await;
+    let mut sink = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Until when the listener waits for the next bytes of a request head: `idle_timeout` from now
@@ -230,6 +253,20 @@ pub fn head_started(policy: &ArcSwap<Policy>, deadline: &mut Option<tokio::time:
     if deadline.is_none() {
         *deadline = Some(tokio::time::Instant::now() + policy.load().config.limits.head_timeout);
     }
+}
+
+/// The listener's wait for a head ran out: before its first byte (`deadline` unset: an idle
+/// connection, closed) or after (`408`).
+pub async fn head_expired(
+    mut stream: Stream,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<Stream> {
+    if deadline.is_none() {
+        crate::metrics::limited(GATEWAY, "idle_timeout");
+    } else {
+        refuse_head(&mut stream, 408, "head_timeout").await;
+    }
+    None
 }
 
 /// The limits one request head is read under (a copy: a reload applies to the next head).
@@ -484,7 +521,7 @@ pub fn status(limits: &Limits) -> Value {
         "connections_open": OPEN.load(Ordering::Relaxed),
         "connections_limit": limits.connections,
         "fds_in_use": fds_in_use(),
-        "fds_limit": n.map(|n| n.soft),
+        "fds_limit": FDS_LIMIT.load(Ordering::Relaxed),
         "fds_hard_limit": n.map(|n| n.hard),
         "fds_limit_at_start": n.map(|n| n.soft_before),
         "fd_reserve": limits.fd_reserve,
@@ -516,7 +553,8 @@ mod tests {
 
     #[tokio::test]
     async fn heads_are_bounded() {
-        let cases: &[(&str, &[u8], Result<&[u8], NoHead>)] = &[
+        type Case = (&'static str, &'static [u8], Result<&'static [u8], NoHead>);
+        let cases: &[Case] = &[
             ("small head", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")),
             ("head with body bytes", b"POST / HTTP/1.1\r\nHost: a\r\n\r\nxy", Ok(b"POST / HTTP/1.1\r\nHost: a\r\n\r\nxy")),
             ("bare LF", b"GET / HTTP/1.1\nHost: a\n\n", Ok(b"GET / HTTP/1.1\nHost: a\n\n")),

@@ -99,7 +99,8 @@ impl ServerApp for GatewayApp {
         loop {
             let wait = crate::overload::head_wait(&self.policy, &mut deadline);
             match tokio::time::timeout_at(wait, stream.read_buf(&mut head)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Err(_) => return crate::overload::head_expired(stream, deadline).await,
                 Ok(Ok(_)) => {}
             }
             crate::overload::head_started(&self.policy, &mut deadline);
