@@ -184,6 +184,7 @@ pub async fn shed(mut stream: Stream, limit: &'static str) {
         503,
         "overloaded",
         "the gateway is at its connection limit; retry shortly",
+        SHED_LINGER,
     )
     .await;
 }
@@ -198,9 +199,12 @@ fn identity(stream: &Stream) -> Option<ClientIdentity> {
 /// unread does not reset the connection before the client has read the answer.
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
+/// A shed connection lingers only for what has already arrived: under descriptor pressure
+/// every shed connection must give its descriptor back at once.
+const SHED_LINGER: Duration = Duration::from_millis(10);
 
 /// Writes a complete refusal on a raw connection and closes it (after a short lingering read).
-async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str) {
+async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str, linger: Duration) {
     let phrase = match status {
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
@@ -225,7 +229,7 @@ async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str) {
     .await;
     let mut sink = [0u8; 8192];
     let mut left = LINGER_BYTES;
-    let _ = tokio::time::timeout(LINGER, async {
+    let _ = tokio::time::timeout(linger, async {
         while left > 0 {
             match stream.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
@@ -365,7 +369,7 @@ async fn refuse_head(stream: &mut Stream, status: u16, limit: &'static str) {
     };
     crate::metrics::refusal(reason);
     crate::audit::log_overload_refusal(identity(stream).as_ref(), status, limit);
-    answer(stream, status, reason, message).await;
+    answer(stream, status, reason, message, LINGER).await;
 }
 
 /// Reads one request head (and whatever follows it in the same reads) under `l`.
