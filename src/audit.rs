@@ -124,3 +124,20 @@ pub fn log_tunnel_refusal(host: &str, identity: Option<&crate::tls::ClientIdenti
         "refusal": reason,
     }));
 }
+
+/// Writes the audit line for a connection or request head refused by a gateway-wide limit
+/// (`limit`, one of `crate::limits::LIMITS`) before the proxy saw a request.
+pub fn log_overload_refusal(
+    identity: Option<&crate::tls::ClientIdentity>,
+    status: u16,
+    limit: &str,
+) {
+    emit(&serde_json::json!({
+        "time": now(),
+        "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+        "identity": identity.and_then(|i| i.name()),
+        "status": status,
+        "refusal": "overloaded",
+        "limit": limit,
+    }));
+}

@@ -25,6 +25,7 @@ pub mod encoded;
 pub mod limits;
 pub mod log_scrub;
 pub mod metrics;
+pub mod overload;
 pub mod pki;
 pub mod plan;
 pub mod policy;

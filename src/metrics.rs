@@ -53,6 +53,9 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "aws_misconfigured",
     "websocket_handshake_refused",
     "websocket_protocol_error",
+    "overloaded",
+    "request_header_too_large",
+    "request_timeout",
     "other",
 ];
 

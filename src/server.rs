@@ -49,6 +49,8 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
         )),
         None => None,
     };
+    crate::overload::raise_nofile();
+    let h2_options = crate::overload::h2_options(&loaded.config.limits);
     let policy = Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))?;
     for c in &policy.config.credentials {
         for v in &c.values {
@@ -88,10 +90,9 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let proxy = Arc::new(pingora::proxy::http_proxy(
-        &server.configuration,
-        Gateway::new(policy.clone()),
-    ));
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(policy.clone()));
+    proxy.h2_options = Some(h2_options);
+    let proxy = Arc::new(proxy);
     if minter.is_none() {
         log::info!("no `interception` configured: CONNECT (HTTPS_PROXY) is refused with 501");
     }

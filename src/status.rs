@@ -175,6 +175,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         "retired": retired,
         "certificates": certificates,
         "reloads": { "success": ok, "failure": failed },
+        "gateway_limits": crate::overload::status(&c.limits),
     })
 }
 

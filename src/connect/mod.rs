@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -83,16 +83,27 @@ impl ServerApp for GatewayApp {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _admitted = match crate::overload::admit(&self.policy) {
+            Ok(a) => a,
+            Err(limit) => {
+                crate::overload::shed(stream, limit).await;
+                return None;
+            }
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
         let mut head = BytesMut::with_capacity(1024);
         // Read until the bytes can no longer be the start of "CONNECT ".
+        let mut deadline = None;
         loop {
-            match tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut head)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            let wait = crate::overload::head_wait(&self.policy, &mut deadline);
+            match tokio::time::timeout_at(wait, stream.read_buf(&mut head)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Err(_) => return crate::overload::head_expired(stream, deadline).await,
                 Ok(Ok(_)) => {}
             }
+            crate::overload::head_started(&self.policy, &mut deadline);
             let n = head.len().min(8);
             if n == 8 || !b"CONNECT "[..n].eq(&head[..n]) {
                 break;
@@ -100,12 +111,19 @@ impl ServerApp for GatewayApp {
         }
         if !head.starts_with(b"CONNECT ") {
             let replay = PrefixStream::new(stream, head.freeze());
-            return self.proxy.process_new(Box::new(replay), shutdown).await;
+            return crate::overload::serve_http1(
+                &self.proxy,
+                &self.policy,
+                Box::new(replay),
+                deadline,
+                shutdown,
+            )
+            .await;
         }
         // Boxed: inline, the tunnel's state would be part of every connection's future, about
         // 5 KiB for each idle keep-alive connection that never sends CONNECT
         // (docs/performance.md, "Memory").
-        Box::pin(self.tunnel(stream, head, shutdown)).await;
+        Box::pin(self.tunnel(stream, head, deadline, shutdown)).await;
         None
     }
 
@@ -180,8 +198,18 @@ async fn read_connect_head(
 }
 
 impl GatewayApp {
-    async fn tunnel(self: &Arc<Self>, mut stream: Stream, buf: BytesMut, shutdown: &ShutdownWatch) {
-        let head = match read_connect_head(&mut stream, buf).await {
+    async fn tunnel(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        buf: BytesMut,
+        deadline: Option<tokio::time::Instant>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let deadline = crate::overload::head_wait(&self.policy, &mut { deadline });
+        let head = match tokio::time::timeout_at(deadline, read_connect_head(&mut stream, buf))
+            .await
+            .unwrap_or(Err("the CONNECT head took too long"))
+        {
             Ok(h) => h,
             Err(msg) => return refuse(&mut stream, 400, "bad_request", msg).await,
         };
@@ -259,7 +287,12 @@ impl GatewayApp {
                     return;
                 }
             };
-        self.proxy.process_new(Box::new(tls), shutdown).await;
+        if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
+            self.proxy.process_new(Box::new(tls), shutdown).await;
+        } else {
+            crate::overload::serve_http1(&self.proxy, &self.policy, Box::new(tls), None, shutdown)
+                .await;
+        }
     }
 }
 

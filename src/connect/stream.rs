@@ -61,6 +61,11 @@ impl PrefixStream {
         }
     }
 
+    /// Replays `prefix` before reading on (the next request head, read by the listener).
+    pub fn replay(&mut self, prefix: Bytes) {
+        self.prefix = prefix;
+    }
+
     /// Defers every flush until the last chunk of the current chunked response has been
     /// written, so that what remains of the response leaves in one write. For the proxy, once
     /// the end of a chunked response has been read from the upstream; never for a response

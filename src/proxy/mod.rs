@@ -115,6 +115,11 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         metrics::in_flight(1);
         ctx.identity = client_identity(session);
+        if let Err(refusal) = crate::overload::on_request(session, &ctx.policy.config.limits) {
+            respond(session, &refusal).await;
+            ctx.refusal = Some(refusal);
+            return Ok(true);
+        }
         let mut admitted = admit(session, ctx);
         if admitted.is_ok() {
             if let Some(pending) = ctx.aws_pending.take() {
@@ -228,6 +233,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        crate::overload::body_deadline(ctx.started, &ctx.policy.config.limits)?;
         if ctx.prepared.as_ref().is_some_and(|p| p.body.is_some()) {
             // The agent's body was read and checked in `request_filter`; Pingora replays it
             // from its buffer, and the prepared body goes in its place.
@@ -398,6 +404,7 @@ impl ProxyHttp for Gateway {
             Some(r) => (r.status, r.reason, r.message.clone()),
             None => {
                 let code = match e.etype() {
+                    _ if crate::overload::downstream_status(e).is_some() => 408,
                     ErrorType::HTTPStatus(c) => *c,
                     _ => match e.esource() {
                         ErrorSource::Upstream => 502,
@@ -444,6 +451,7 @@ impl ProxyHttp for Gateway {
             ctx.request_hits.merge(s.hits());
         }
         ws::merge_hits(ctx);
+        crate::overload::count_error(e);
         audit::log_request(session, e, ctx);
         record_metrics(session, ctx);
     }

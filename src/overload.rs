@@ -1,0 +1,580 @@
+//! Gateway-wide overload protection: what the agents' listener as a whole accepts, whoever the
+//! client is (`limits:` keys `connections`, `fd_reserve`, `header_bytes`, `headers` and the
+//! timeouts). Per-client limits live elsewhere.
+//!
+//! - Connections: every agent connection is [`admit`]ted after its TLS handshake (the 503 needs
+//!   a channel the client can read) and counted while it lives. Beyond `connections` open, or
+//!   while fewer than `fd_reserve` descriptors remain under `RLIMIT_NOFILE`, it is answered
+//!   `503` with `Retry-After` and closed ([`shed`]); open connections are untouched.
+//! - Descriptors: [`raise_nofile`] lifts the soft limit to the hard one at start; a background
+//!   thread counts `/proc/self/fd` off the request path, and admission adds the connections
+//!   admitted since the last count (each may bring an upstream socket).
+//! - HTTP/1 request heads: [`serve_http1`] runs the keep-alive loop that Pingora would run, but
+//!   reads each head itself first: the first byte within `idle_timeout`, the whole head within
+//!   `head_timeout` of its first byte, never more than `header_bytes` buffered, at most
+//!   `headers` fields — else `431` or `408` and the connection is closed. The head is then
+//!   replayed to Pingora, with its body-read timeout (`body_idle_timeout`) and write timeout
+//!   (`send_timeout`) set on the session.
+//! - HTTP/2 (where Pingora owns the connection): the header list is bounded by the HTTP/2
+//!   settings ([`h2_options`]: the h2 library answers `431` past it); [`on_request`] applies the
+//!   current `header_bytes`/`headers` and `send_timeout` per request.
+//! - `request_timeout`: [`body_deadline`], from the request body filter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::{HttpProxy, Session};
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorSource, ErrorType};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::config::limits::Limits;
+use crate::connect::stream::PrefixStream;
+use crate::policy::{Policy, Refusal};
+use crate::proxy::Gateway;
+use crate::tls::ClientIdentity;
+
+/// The metric label of gateway-wide limits.
+const GATEWAY: &str = "gateway";
+/// How often the descriptors in use are counted.
+const FD_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Descriptors one admitted connection may add before the next count: its own socket and
+/// one upstream socket.
+const FDS_PER_CONNECTION: u64 = 2;
+/// `Retry-After` on a shed connection, in seconds.
+const RETRY_AFTER: u32 = 1;
+
+/// Agent connections open now (admitted, not yet closed).
+static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Descriptors in use at the last count, and `OPEN` then.
+static FDS_SAMPLED: AtomicU64 = AtomicU64::new(0);
+static OPEN_AT_SAMPLE: AtomicU64 = AtomicU64::new(0);
+/// `RLIMIT_NOFILE` as found and as raised.
+static NOFILE: OnceLock<Nofile> = OnceLock::new();
+/// The soft `RLIMIT_NOFILE` at the last count (another process may change it: `prlimit`).
+static FDS_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// `RLIMIT_NOFILE` at start: the soft limit found, the one now in force, and the hard limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Nofile {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, logs both, and starts counting the
+/// descriptors in use. Call once at start.
+pub fn raise_nofile() -> Nofile {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let soft_before = now.current.unwrap_or(u64::MAX);
+    let hard = now.maximum.unwrap_or(u64::MAX);
+    let soft = if soft_before < hard {
+        let raised = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => hard,
+            Err(e) => {
+                log::warn!("cannot raise the descriptor limit from {soft_before} to {hard}: {e}");
+                soft_before
+            }
+        }
+    } else {
+        soft_before
+    };
+    log::info!("file descriptors: limit {soft} (soft, was {soft_before}), hard limit {hard}");
+    let n = Nofile {
+        soft_before,
+        soft,
+        hard,
+    };
+    let _ = NOFILE.set(n);
+    FDS_LIMIT.store(soft, Ordering::Relaxed);
+    start_fd_count();
+    n
+}
+
+fn start_fd_count() {
+    let spawned = std::thread::Builder::new()
+        .name("fd-count".into())
+        .spawn(|| loop {
+            let open = OPEN.load(Ordering::Relaxed);
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            FDS_LIMIT.store(limit.current.unwrap_or(u64::MAX), Ordering::Relaxed);
+            if let Some(n) = count_fds() {
+                FDS_SAMPLED.store(n, Ordering::Relaxed);
+                OPEN_AT_SAMPLE.store(open, Ordering::Relaxed);
+            }
+            std::thread::sleep(FD_SAMPLE_EVERY);
+        });
+    if let Err(e) = spawned {
+        log::warn!("descriptors in use will not be counted: {e}");
+    }
+}
+
+/// Descriptors open in this process (`/proc/self/fd`, less the one reading it).
+fn count_fds() -> Option<u64> {
+    let n = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some(n.saturating_sub(1))
+}
+
+/// Descriptors in use now, by the last count and the connections admitted since.
+pub fn fds_in_use() -> u64 {
+    let since = OPEN
+        .load(Ordering::Relaxed)
+        .saturating_sub(OPEN_AT_SAMPLE.load(Ordering::Relaxed));
+    FDS_SAMPLED.load(Ordering::Relaxed) + since * FDS_PER_CONNECTION
+}
+
+/// An admitted connection; counted until dropped.
+#[derive(Debug)]
+pub struct Admitted(());
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Admits one more agent connection, or names the limit it would break
+/// (`total_connections`, `file_descriptors`).
+///
+/// # Errors
+/// The limit's name; the connection is not counted.
+pub fn admit(policy: &ArcSwap<Policy>) -> Result<Admitted, &'static str> {
+    let (connections, reserve) = {
+        let p = policy.load();
+        (
+            u64::from(p.config.limits.connections),
+            u64::from(p.config.limits.fd_reserve),
+        )
+    };
+    let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let admitted = Admitted(());
+    if open > connections {
+        return Err("total_connections");
+    }
+    if FDS_LIMIT
+        .load(Ordering::Relaxed)
+        .saturating_sub(fds_in_use())
+        < reserve
+    {
+        return Err("file_descriptors");
+    }
+    Ok(admitted)
+}
+
+/// Answers a connection refused by [`admit`] with `503` and closes it.
+pub async fn shed(mut stream: Stream, limit: &'static str) {
+    let identity = identity(&stream);
+    crate::metrics::limited(GATEWAY, limit);
+    crate::metrics::refusal("overloaded");
+    crate::audit::log_overload_refusal(identity.as_ref(), 503, limit);
+    answer(
+        &mut stream,
+        503,
+        "overloaded",
+        "the gateway is at its connection limit; retry shortly",
+        SHED_LINGER,
+    )
+    .await;
+}
+
+fn identity(stream: &Stream) -> Option<ClientIdentity> {
+    stream
+        .get_ssl_digest()
+        .and_then(|d| d.extension.get::<ClientIdentity>().cloned())
+}
+
+/// Bytes of a refused request read and dropped after the answer, so that closing with them
+/// unread does not reset the connection before the client has read the answer.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+/// A shed connection lingers only for what has already arrived: under descriptor pressure
+/// every shed connection must give its descriptor back at once.
+const SHED_LINGER: Duration = Duration::from_millis(10);
+
+/// Writes a complete refusal on a raw connection and closes it (after a short lingering read).
+async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str, linger: Duration) {
+    let phrase = match status {
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let retry = if status == 503 {
+        format!("Retry-After: {RETRY_AFTER}\r\n")
+    } else {
+        String::new()
+    };
+    let body = format!("slapenir: {message}\n");
+    let resp = format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{retry}X-Slapenir-Refusal: {reason}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let mut sink = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(linger, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// Until when the listener waits for the next bytes of a request head: `idle_timeout` from now
+/// before its first byte, else `deadline` (see [`head_started`]).
+pub fn head_wait(
+    policy: &ArcSwap<Policy>,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    match deadline {
+        Some(d) => *d,
+        None => tokio::time::Instant::now() + policy.load().config.limits.idle_timeout,
+    }
+}
+
+/// After bytes of a head arrived: the head must be complete `head_timeout` after the first.
+pub fn head_started(policy: &ArcSwap<Policy>, deadline: &mut Option<tokio::time::Instant>) {
+    if deadline.is_none() {
+        *deadline = Some(tokio::time::Instant::now() + policy.load().config.limits.head_timeout);
+    }
+}
+
+/// The listener's wait for a head ran out: before its first byte (`deadline` unset: an idle
+/// connection, closed) or after (`408`).
+pub async fn head_expired(
+    mut stream: Stream,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<Stream> {
+    if deadline.is_none() {
+        crate::metrics::limited(GATEWAY, "idle_timeout");
+    } else {
+        refuse_head(&mut stream, 408, "head_timeout").await;
+    }
+    None
+}
+
+/// The limits one request head is read under (a copy: a reload applies to the next head).
+#[derive(Debug, Clone, Copy)]
+struct HeadLimits {
+    header_bytes: usize,
+    headers: usize,
+    idle: Duration,
+    head: Duration,
+    body_idle: Duration,
+    send: Duration,
+}
+
+impl HeadLimits {
+    fn now(policy: &ArcSwap<Policy>) -> Self {
+        let p = policy.load();
+        let l = &p.config.limits;
+        HeadLimits {
+            header_bytes: usize::try_from(l.header_bytes).unwrap_or(usize::MAX),
+            headers: l.headers as usize,
+            idle: l.idle_timeout,
+            head: l.head_timeout,
+            body_idle: l.body_idle_timeout,
+            send: l.send_timeout,
+        }
+    }
+}
+
+/// How reading a head ended when it gives no request.
+#[derive(Debug, PartialEq)]
+enum NoHead {
+    /// The client closed, or sent nothing within `idle_timeout`.
+    Closed,
+    /// A limit was hit: answer `status`, count `limit`.
+    Refused { status: u16, limit: &'static str },
+}
+
+/// Serves HTTP/1 requests on `stream` (an agent connection, or a tunnel's decrypted stream)
+/// through `proxy`, one head at a time under the current limits (see the module docs).
+pub async fn serve_http1(
+    proxy: &Arc<HttpProxy<Gateway>>,
+    policy: &ArcSwap<Policy>,
+    stream: Stream,
+    mut head_deadline: Option<tokio::time::Instant>,
+    shutdown: &ShutdownWatch,
+) -> Option<Stream> {
+    let mut stream = into_prefix(stream)?;
+    let mut settings: Option<HttpPersistentSettings> = None;
+    loop {
+        let limits = HeadLimits::now(policy);
+        match read_head(&mut *stream, &limits, head_deadline.take()).await {
+            Ok(head) => stream.replay(head),
+            Err(NoHead::Closed) => return None,
+            Err(NoHead::Refused { status, limit }) => {
+                let mut raw: Stream = stream;
+                refuse_head(&mut raw, status, limit).await;
+                return None;
+            }
+        }
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(s) = settings.take() {
+            s.apply_to_session(&mut session);
+        }
+        let keepalive = (!*shutdown.borrow()).then(|| limits.idle.as_secs().max(1));
+        session.set_keepalive(keepalive);
+        session.set_read_timeout(Some(limits.body_idle));
+        session.set_write_timeout(Some(limits.send));
+        let reused = proxy.process_new_http(session, shutdown).await?;
+        let (next, s) = reused.consume();
+        settings = s;
+        stream = into_prefix(next)?;
+    }
+}
+
+/// `stream` as the [`PrefixStream`] it usually is (wrapped in one otherwise).
+fn into_prefix(stream: Stream) -> Option<Box<PrefixStream>> {
+    if stream.as_any().is::<PrefixStream>() {
+        stream.into_any().downcast::<PrefixStream>().ok()
+    } else {
+        Some(Box::new(PrefixStream::new(stream, Bytes::new())))
+    }
+}
+
+async fn refuse_head(stream: &mut Stream, status: u16, limit: &'static str) {
+    crate::metrics::limited(GATEWAY, limit);
+    let (reason, message) = if status == 431 {
+        (
+            "request_header_too_large",
+            "the request head is larger than this gateway accepts",
+        )
+    } else {
+        (
+            "request_timeout",
+            "the request head took longer than this gateway waits",
+        )
+    };
+    crate::metrics::refusal(reason);
+    crate::audit::log_overload_refusal(identity(stream).as_ref(), status, limit);
+    answer(stream, status, reason, message, LINGER).await;
+}
+
+/// Reads one request head (and whatever follows it in the same reads) under `l`.
+/// `deadline`: when the head must be complete, if its first bytes were read before.
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    l: &HeadLimits,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Bytes, NoHead> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let room = l.header_bytes.saturating_add(1);
+    match tokio::time::timeout(l.idle, (&mut *stream).take(room as u64).read_buf(&mut buf)).await {
+        Err(_) => {
+            crate::metrics::limited(GATEWAY, "idle_timeout");
+            return Err(NoHead::Closed);
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Closed),
+        Ok(Ok(_)) => {}
+    }
+    let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + l.head);
+    let mut scanned = 0;
+    loop {
+        if head_ends(&buf[scanned..]) {
+            let mut headers = vec![httparse::EMPTY_HEADER; l.headers];
+            match httparse::Request::new(&mut headers).parse(&buf) {
+                Ok(httparse::Status::Complete(n)) if n > l.header_bytes => {
+                    return Err(NoHead::Refused {
+                        status: 431,
+                        limit: "header_bytes",
+                    })
+                }
+                Ok(httparse::Status::Complete(_)) => return Ok(buf.freeze()),
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(NoHead::Refused {
+                        status: 431,
+                        limit: "headers",
+                    })
+                }
+                // Malformed: Pingora answers it.
+                Err(_) => return Ok(buf.freeze()),
+            }
+        }
+        if buf.len() > l.header_bytes {
+            return Err(NoHead::Refused {
+                status: 431,
+                limit: "header_bytes",
+            });
+        }
+        scanned = buf.len().saturating_sub(3);
+        let more = (room - buf.len()) as u64;
+        let mut limited = (&mut *stream).take(more);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
+            Err(_) => {
+                return Err(NoHead::Refused {
+                    status: 408,
+                    limit: "head_timeout",
+                })
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Closed),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Whether `bytes` hold the empty line that ends a head (CRLF or bare LF line ends).
+fn head_ends(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
+}
+
+/// HTTP/2 settings for the agents' listener: the header list bounded by `header_bytes` (the h2
+/// library answers `431` beyond it). Read at start; [`on_request`] applies a reloaded value.
+pub fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    o.max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX));
+    o
+}
+
+/// Per request, from `request_filter`: the head limits for HTTP/2 (HTTP/1 heads were checked
+/// by [`serve_http1`]), and the write timeout.
+///
+/// # Errors
+/// A `431` refusal for a head over `header_bytes` or `headers`.
+pub fn on_request(session: &mut Session, limits: &Limits) -> Result<(), Refusal> {
+    session
+        .downstream_session
+        .set_write_timeout(Some(limits.send_timeout));
+    if !session.is_http2() {
+        return Ok(());
+    }
+    let req = session.req_header();
+    let count = req.headers.len();
+    let bytes: usize = req.uri.to_string().len()
+        + req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    let limit = if count > limits.headers as usize {
+        "headers"
+    } else if bytes as u64 > limits.header_bytes {
+        "header_bytes"
+    } else {
+        return Ok(());
+    };
+    crate::metrics::limited(GATEWAY, limit);
+    Err(Refusal {
+        status: 431,
+        reason: "request_header_too_large",
+        message: "the request head is larger than this gateway accepts".into(),
+        credential: None,
+    })
+}
+
+/// From the request body filter: the request (from when its head was read) has taken longer
+/// than `request_timeout`.
+///
+/// # Errors
+/// A `408` error; the request is not completed upstream.
+pub fn body_deadline(started: Instant, limits: &Limits) -> pingora::Result<()> {
+    if started.elapsed() <= limits.request_timeout {
+        return Ok(());
+    }
+    crate::metrics::limited(GATEWAY, "request_timeout");
+    crate::metrics::refusal("request_timeout");
+    Error::e_explain(ErrorType::HTTPStatus(408), "request_timeout")
+}
+
+/// From `logging`: counts a request cut by a downstream timeout (`body_idle_timeout` on a
+/// read, `send_timeout` on a write).
+pub fn count_error(e: Option<&Error>) {
+    let Some(e) = e else { return };
+    if e.esource() != &ErrorSource::Downstream {
+        return;
+    }
+    match e.etype() {
+        ErrorType::ReadTimedout => crate::metrics::limited(GATEWAY, "body_idle_timeout"),
+        ErrorType::WriteTimedout => crate::metrics::limited(GATEWAY, "send_timeout"),
+        _ => {}
+    }
+}
+
+/// The status code for a downstream error: `408` for a body that stopped arriving.
+pub fn downstream_status(e: &Error) -> Option<u16> {
+    (e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::ReadTimedout)
+        .then_some(408)
+}
+
+/// The `/status` section: the gateway-wide limits and what is in use.
+pub fn status(limits: &Limits) -> Value {
+    let n = NOFILE.get();
+    json!({
+        "connections_open": OPEN.load(Ordering::Relaxed),
+        "connections_limit": limits.connections,
+        "fds_in_use": fds_in_use(),
+        "fds_limit": FDS_LIMIT.load(Ordering::Relaxed),
+        "fds_hard_limit": n.map(|n| n.hard),
+        "fds_limit_at_start": n.map(|n| n.soft_before),
+        "fd_reserve": limits.fd_reserve,
+        "header_bytes": limits.header_bytes,
+        "headers": limits.headers,
+        "idle_timeout_ms": limits.idle_timeout.as_millis() as u64,
+        "head_timeout_ms": limits.head_timeout.as_millis() as u64,
+        "body_idle_timeout_ms": limits.body_idle_timeout.as_millis() as u64,
+        "request_timeout_ms": limits.request_timeout.as_millis() as u64,
+        "send_timeout_ms": limits.send_timeout.as_millis() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            header_bytes: 64,
+            headers: 3,
+            idle: Duration::from_secs(5),
+            head: Duration::from_secs(5),
+            body_idle: Duration::from_secs(5),
+            send: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn heads_are_bounded() {
+        type Case = (&'static str, &'static [u8], Result<&'static [u8], NoHead>);
+        let cases: &[Case] = &[
+            ("small head", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")),
+            ("head with body bytes", b"POST / HTTP/1.1\r\nHost: a\r\n\r\nxy", Ok(b"POST / HTTP/1.1\r\nHost: a\r\n\r\nxy")),
+            ("bare LF", b"GET / HTTP/1.1\nHost: a\n\n", Ok(b"GET / HTTP/1.1\nHost: a\n\n")),
+            ("too many headers", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n", Err(NoHead::Refused { status: 431, limit: "headers" })),
+            ("one huge header", b"GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", Err(NoHead::Refused { status: 431, limit: "header_bytes" })),
+            ("closed mid-head", b"GET / HTTP/1.1\r\n", Err(NoHead::Closed)),
+            ("closed at once", b"", Err(NoHead::Closed)),
+        ];
+        for (name, input, want) in cases {
+            let mut r: &[u8] = input;
+            let got = read_head(&mut r, &limits(), None).await;
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(&g[..], *w, "{name}"),
+                (Err(g), Err(w)) => assert_eq!(&g, w, "{name}"),
+                (g, w) => panic!("{name}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+}
