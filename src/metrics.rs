@@ -51,6 +51,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "aws_misconfigured",
     "websocket_handshake_refused",
     "websocket_protocol_error",
+    "client_limit",
     "other",
 ];
 

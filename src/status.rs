@@ -175,6 +175,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         "retired": retired,
         "certificates": certificates,
         "reloads": { "success": ok, "failure": failed },
+        "limits": crate::limits::client::status(&c.limits),
     })
 }
 
