@@ -141,3 +141,15 @@ pub fn log_overload_refusal(
         "limit": limit,
     }));
 }
+
+/// Writes the audit line for a client limit that refused or slowed something: the client's
+/// key (certificate name, or source address on a plain listener), the limit, and how many hits
+/// this line stands for (lines are written at most once a second per client).
+pub fn log_limited(client: &str, limit: &str, hits: u64) {
+    emit(&serde_json::json!({
+        "time": now(),
+        "limited": limit,
+        "client": client,
+        "hits": hits,
+    }));
+}

@@ -1,6 +1,9 @@
 //! Limits at run time: who a client is for its limits ([`client_key`]), the closed list of limit
 //! names that metrics and audit lines share ([`LIMITS`]), and the metric label a client is
-//! counted under ([`client_label`]). The numbers come from `crate::config::limits`.
+//! counted under ([`client_label`]). The numbers come from `crate::config::limits`; per-client
+//! enforcement (what each client holds now, its buckets) is in [`client`].
+
+pub mod client;
 
 use std::net::IpAddr;
 

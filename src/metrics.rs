@@ -56,6 +56,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "overloaded",
     "request_header_too_large",
     "request_timeout",
+    "client_limit",
     "other",
 ];
 

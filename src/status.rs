@@ -176,6 +176,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         "certificates": certificates,
         "reloads": { "success": ok, "failure": failed },
         "gateway_limits": crate::overload::status(&c.limits),
+        "limits": crate::limits::client::status(&c.limits),
     })
 }
 

@@ -204,6 +204,10 @@ routes:
   - host: bench.test
     path_prefix: /events
     upstream: sse
+limits:
+  per_client:            # every bench client is one source address
+    connections: unlimited
+    streams: unlimited
 YAML
 RUST_LOG=error taskset -c "$PROXY_CPU" "$BIN" run --config "$work/gw.yaml" >/dev/null 2>"$work/gw.err" &
 gw_pid=$!

@@ -32,6 +32,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::limits::client::{
+    refusal_bytes, ConnectionUse, Limited, OverLimit, OVER_LIMIT_H2_GRACE,
+};
 use crate::policy::Policy;
 use crate::proxy::Gateway;
 use crate::tls::ClientIdentity;
@@ -90,6 +93,11 @@ impl ServerApp for GatewayApp {
                 return None;
             }
         };
+        // Held until the connection ends (HTTP/1 keep-alive loops inside the proxy).
+        let conn = match admit_connection(&self.policy.load(), &stream) {
+            Ok(c) => c,
+            Err(limited) => return self.over_limit(stream, &limited, shutdown).await,
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
@@ -123,13 +131,58 @@ impl ServerApp for GatewayApp {
         // Boxed: inline, the tunnel's state would be part of every connection's future, about
         // 5 KiB for each idle keep-alive connection that never sends CONNECT
         // (docs/performance.md, "Memory").
-        Box::pin(self.tunnel(stream, head, deadline, shutdown)).await;
+        Box::pin(self.tunnel(stream, head, deadline, &conn, shutdown)).await;
         None
     }
 
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
     }
+}
+
+impl GatewayApp {
+    /// A connection over its client's `connections` limit: HTTP/1 gets a raw `429` and is
+    /// closed; HTTP/2 (which raw bytes cannot answer) goes to the proxy marked
+    /// [`OverLimit`], whose requests are answered `429`, and is closed after
+    /// [`OVER_LIMIT_H2_GRACE`].
+    async fn over_limit(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        limited: &Limited,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            refuse_over_limit(&mut stream, limited).await;
+            return None;
+        }
+        let Ok(marked) = PrefixStream::with_mark(stream, Box::new(OverLimit)) else {
+            return None;
+        };
+        let served = self.proxy.process_new(Box::new(marked), shutdown);
+        let _ = tokio::time::timeout(OVER_LIMIT_H2_GRACE, served).await;
+        None
+    }
+}
+
+/// Admits a connection under its client's `connections` limit (the client known by its
+/// certificate, or its source address).
+fn admit_connection(policy: &Policy, stream: &Stream) -> Result<ConnectionUse, Limited> {
+    let ssl = stream.get_ssl_digest();
+    let identity = ssl
+        .as_ref()
+        .and_then(|d| d.extension.get::<ClientIdentity>());
+    let peer = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    crate::limits::client::admit_connection(policy, identity, peer)
+}
+
+/// A `429` written raw for a connection or `CONNECT` over a client limit (pre-built bytes).
+async fn refuse_over_limit(stream: &mut Stream, limited: &Limited) {
+    crate::metrics::refusal("client_limit");
+    let _ = stream.write_all(refusal_bytes(limited)).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
 }
 
 /// A refusal written on the raw connection (before any tunnel exists).
@@ -203,6 +256,7 @@ impl GatewayApp {
         mut stream: Stream,
         buf: BytesMut,
         deadline: Option<tokio::time::Instant>,
+        conn: &ConnectionUse,
         shutdown: &ShutdownWatch,
     ) {
         let deadline = crate::overload::head_wait(&self.policy, &mut { deadline });
@@ -225,6 +279,14 @@ impl GatewayApp {
             crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "no_route");
             return refuse(&mut stream, 403, "no_route", &msg).await;
         }
+        // Held until the tunnel closes; refused before `200`.
+        let _tunnel = match conn.open_tunnel(&policy) {
+            Ok(hold) => hold,
+            Err(limited) => {
+                crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "client_limit");
+                return refuse_over_limit(&mut stream, &limited).await;
+            }
+        };
         let Some(minter) = self.minter.clone() else {
             crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "connect_unsupported");
             return refuse(

@@ -96,6 +96,20 @@ impl PrefixStream {
         )));
         Ok(stream)
     }
+
+    /// `inner` carrying `mark` as the proxy digest's user data, for the proxy to find on each
+    /// request of the connection (see `crate::limits::client::OverLimit`).
+    pub fn with_mark(
+        inner: Stream,
+        mark: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Self, Stream> {
+        let Ok(resp) = pingora::http::ResponseHeader::build(200, Some(0)) else {
+            return Err(inner);
+        };
+        let mut stream = Self::new(inner, Bytes::new());
+        stream.proxy_digest = Some(Arc::new(ProxyDigest::new(Box::new(resp), Some(mark))));
+        Ok(stream)
+    }
 }
 
 impl AsyncRead for PrefixStream {

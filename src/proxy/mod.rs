@@ -33,6 +33,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::audit;
 use crate::connect::stream::PrefixStream;
 use crate::connect::TunnelInfo;
+use crate::limits::client::{Limited, OverLimit, RequestUse};
 use crate::metrics;
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
@@ -80,6 +81,8 @@ pub struct Ctx {
     chunked_response: bool,
     /// Set for an admitted WebSocket upgrade request: its frame scanners.
     websocket: Option<ws::Streams>,
+    /// What the request holds under its client's limits (its `streams` slot, body pacing).
+    limits: RequestUse,
 }
 
 #[async_trait]
@@ -106,6 +109,7 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             chunked_response: false,
             websocket: None,
+            limits: RequestUse::default(),
         }
     }
 
@@ -118,6 +122,11 @@ impl ProxyHttp for Gateway {
         if let Err(refusal) = crate::overload::on_request(session, &ctx.policy.config.limits) {
             respond(session, &refusal).await;
             ctx.refusal = Some(refusal);
+            return Ok(true);
+        }
+        if let Err(limited) = admit_limits(session, ctx) {
+            respond_limited(session, &limited).await;
+            ctx.refusal = Some(Refusal::new(429, "client_limit", String::new()));
             return Ok(true);
         }
         let mut admitted = admit(session, ctx);
@@ -234,6 +243,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         crate::overload::body_deadline(ctx.started, &ctx.policy.config.limits)?;
+        pace_body(body, ctx).await;
         if ctx.prepared.as_ref().is_some_and(|p| p.body.is_some()) {
             // The agent's body was read and checked in `request_filter`; Pingora replays it
             // from its buffer, and the prepared body goes in its place.
@@ -452,8 +462,65 @@ impl ProxyHttp for Gateway {
         }
         ws::merge_hits(ctx);
         crate::overload::count_error(e);
-        audit::log_request(session, e, ctx);
+        ctx.limits.release();
+        // A request refused by a client limit has its own audit line, at most one a second
+        // per client (see `limits::client`): a flood must not flood the log.
+        if ctx
+            .refusal
+            .as_ref()
+            .is_none_or(|r| r.reason != "client_limit")
+        {
+            audit::log_request(session, e, ctx);
+        }
         record_metrics(session, ctx);
+    }
+}
+
+/// The client limits of a request (see `limits::client::RequestUse::admit`): the client is the
+/// outer connection's identity inside a tunnel, else the connection's, else its address.
+fn admit_limits(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Limited> {
+    let user_data = session
+        .digest()
+        .and_then(|d| d.proxy_digest.as_ref())
+        .and_then(|p| p.user_data.as_ref());
+    let over_limit = user_data.is_some_and(|u| u.is::<OverLimit>());
+    let identity = match user_data.and_then(|u| u.downcast_ref::<TunnelInfo>()) {
+        Some(tunnel) => tunnel.identity.as_ref(),
+        None => ctx.identity.as_ref(),
+    };
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.limits.admit(&ctx.policy, identity, peer, over_limit)
+}
+
+/// Answers a request refused by a client limit: `429` with `Retry-After`.
+async fn respond_limited(session: &mut Session, limited: &Limited) {
+    let body = Bytes::from_static(limited.body().as_bytes());
+    let Ok(mut resp) = ResponseHeader::build(429, Some(5)) else {
+        return;
+    };
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len());
+    let _ = resp.insert_header(http::header::RETRY_AFTER, limited.retry_after);
+    let _ = resp.insert_header("x-slapenir-refusal", "client_limit");
+    let _ = resp.insert_header("x-slapenir-limit", limited.limit);
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_ok()
+    {
+        let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+/// Holds a request body chunk back while the client is over its `body_bytes_per_second`.
+async fn pace_body(body: &Option<Bytes>, ctx: &mut Ctx) {
+    let n = body.as_ref().map_or(0, Bytes::len);
+    let wait = ctx.limits.body_wait(&ctx.policy, n);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
 
