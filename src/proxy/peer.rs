@@ -267,6 +267,16 @@ fn limiter(up: &Upstream) -> Option<Arc<Limiter>> {
     Some(limiter)
 }
 
+/// How many of upstream `name`'s `max_connections` slots requests hold now (0 before its first
+/// request).
+pub fn in_use(name: &str) -> usize {
+    let Some(limiter) = LIMITERS.lock().ok().and_then(|all| all.get(name).cloned()) else {
+        return 0;
+    };
+    let cap = limiter.cap.lock().map_or(0, |c| *c);
+    cap.saturating_sub(limiter.slots.available_permits())
+}
+
 /// The peer for `up` at `addr`.
 pub fn build(up: &Upstream, addr: SocketAddr, tls: Option<&UpstreamTls>) -> Box<HttpPeer> {
     let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
