@@ -14,8 +14,11 @@
 //! - **When a refresh fails**, the last good answer keeps serving for up to `serve_stale` past
 //!   its TTL (the failure is logged by upstream name and retried every `min_ttl`); after that
 //!   the entry is dropped and the next request resolves again, and fails if DNS still does.
-//! - **Bounded**: at most [`MAX_ENTRIES`] names; an entry no request used for [`IDLE`] is dropped
-//!   (an upstream removed by a reload stops being refreshed).
+//! - **Bounded**: one entry per upstream host name of the running configuration (a reload drops
+//!   the others: [`Resolver::configure`]), at most [`MAX_ENTRIES`]; an entry no request used for
+//!   [`IDLE`] is dropped instead of refreshed.
+//! - **Reload**: new `dns:` settings apply to refreshes from the reload on, and every cached name
+//!   is refreshed at once; requests keep using the old answer until the new one is in.
 //! - **Addresses**: each request gets the answer's addresses starting at a rotating index
 //!   (round robin); on a connect failure the proxy tries the next one ([`Addresses::get`]).
 //! - IP-literal upstreams never reach this module.
@@ -29,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
@@ -85,7 +89,6 @@ pub struct CachedName {
 
 struct Entry {
     upstream: String,
-    settings: Arc<Dns>,
     addresses: Arc<[IpAddr]>,
     ttl: Duration,
     refresh_at: Instant,
@@ -96,8 +99,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn usable(&self, now: Instant) -> bool {
-        now < self.expires_at + self.settings.serve_stale
+    fn usable(&self, now: Instant, settings: &Dns) -> bool {
+        now < self.expires_at + settings.serve_stale
     }
 }
 
@@ -112,6 +115,9 @@ pub struct Answer {
 #[derive(Default)]
 pub struct Resolver {
     entries: Mutex<HashMap<String, Entry>>,
+    /// The settings refreshes use: the running configuration's ([`Resolver::configure`]).
+    settings: ArcSwap<Dns>,
+    configured: AtomicBool,
     /// One async lock per name being resolved cold, so that concurrent requests send one query.
     cold: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     refresher: AtomicBool,
@@ -152,7 +158,7 @@ impl Resolver {
                 start: 0,
             });
         }
-        if let Some(found) = self.cached(host, settings) {
+        if let Some(found) = self.cached(host) {
             return Ok(found);
         }
         let gate = {
@@ -160,7 +166,7 @@ impl Resolver {
             cold.entry(host.to_owned()).or_default().clone()
         };
         let _one_at_a_time = gate.lock().await;
-        if let Some(found) = self.cached(host, settings) {
+        if let Some(found) = self.cached(host) {
             return Ok(found);
         }
         let answer = lookup(upstream, host, settings).await;
@@ -169,28 +175,47 @@ impl Resolver {
         }
         let answer = answer?;
         let list: Arc<[IpAddr]> = Arc::from(answer.addresses);
-        self.insert(upstream, host, settings, list.clone(), answer.ttl);
+        if !self.configured.swap(true, Ordering::AcqRel) {
+            // Nobody called `configure` (a test, or a caller that forgot): the first request's
+            // settings are the ones refreshes use.
+            self.settings.store(settings.clone());
+        }
+        self.insert(upstream, host, list.clone(), answer.ttl);
         self.start_refresher();
         Ok(Addresses { list, start: 0 })
     }
 
-    /// A usable cached answer, advancing the round robin. A lookup under new settings (a
-    /// reload changed `dns:`) keeps the answer and makes it due for refresh now.
-    fn cached(&self, host: &str, settings: &Arc<Dns>) -> Option<Addresses> {
+    /// Applies a (re)loaded configuration: refreshes use its `dns:` settings from now on; when
+    /// they changed, every cached name is refreshed at once (requests keep the old answer until
+    /// the new one is in); names no upstream uses any more are dropped.
+    pub fn configure(&self, config: &crate::config::Config) {
+        self.configured.store(true, Ordering::Release);
+        let changed = **self.settings.load() != *config.dns;
+        self.settings.store(config.dns.clone());
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        entries.retain(|host, _| config.upstreams.iter().any(|u| u.host == *host));
+        if changed {
+            let now = Instant::now();
+            for e in entries.values_mut() {
+                e.refresh_at = now;
+            }
+            drop(entries);
+            self.wake.notify_one();
+        }
+    }
+
+    /// A usable cached answer, advancing the round robin.
+    fn cached(&self, host: &str) -> Option<Addresses> {
         let now = Instant::now();
+        let settings = self.settings.load();
         let mut entries = self.entries.lock().ok()?;
         let e = entries.get_mut(host)?;
-        if !e.usable(now) {
+        if !e.usable(now, &settings) {
             return None;
         }
         e.last_used = now;
-        if !Arc::ptr_eq(&e.settings, settings) {
-            if *e.settings != **settings {
-                e.refresh_at = now;
-                self.wake.notify_one();
-            }
-            e.settings = settings.clone();
-        }
         let start = e.next.fetch_add(1, Ordering::Relaxed);
         Some(Addresses {
             list: e.addresses.clone(),
@@ -198,14 +223,7 @@ impl Resolver {
         })
     }
 
-    fn insert(
-        &self,
-        upstream: &str,
-        host: &str,
-        settings: &Arc<Dns>,
-        addresses: Arc<[IpAddr]>,
-        ttl: Duration,
-    ) {
+    fn insert(&self, upstream: &str, host: &str, addresses: Arc<[IpAddr]>, ttl: Duration) {
         let now = Instant::now();
         let Ok(mut entries) = self.entries.lock() else {
             return;
@@ -222,7 +240,6 @@ impl Resolver {
             host.to_owned(),
             Entry {
                 upstream: upstream.to_owned(),
-                settings: settings.clone(),
                 addresses,
                 ttl,
                 refresh_at: now + ttl * 3 / 4,
@@ -246,9 +263,9 @@ impl Resolver {
     async fn refresh_loop(self: Arc<Self>) {
         loop {
             let (due, next) = self.due(Instant::now());
-            for (host, upstream, settings) in due {
+            for (host, upstream) in due {
                 let me = self.clone();
-                tokio::spawn(async move { me.refresh(&host, &upstream, &settings).await });
+                tokio::spawn(async move { me.refresh(&host, &upstream).await });
             }
             let wait = next
                 .map_or(Duration::from_secs(1), |at| {
@@ -263,14 +280,15 @@ impl Resolver {
     }
 
     /// Marks the due entries as refreshing and returns them, with the next time one is due.
-    #[allow(clippy::type_complexity)]
-    fn due(&self, now: Instant) -> (Vec<(String, String, Arc<Dns>)>, Option<Instant>) {
+    fn due(&self, now: Instant) -> (Vec<(String, String)>, Option<Instant>) {
+        let settings = self.settings.load();
         let Ok(mut entries) = self.entries.lock() else {
             return (Vec::new(), None);
         };
         entries.retain(|host, e| {
-            let keep = e.usable(now) && now.duration_since(e.last_used) < IDLE;
-            if !keep && e.usable(now) {
+            let usable = e.usable(now, &settings);
+            let keep = usable && now.duration_since(e.last_used) < IDLE;
+            if !keep && usable {
                 log::info!(
                     "DNS: `{host}` (upstream `{}`) unused for {}s, no longer refreshed",
                     e.upstream,
@@ -287,7 +305,7 @@ impl Resolver {
             }
             if e.refresh_at <= now {
                 e.refreshing = true;
-                due.push((host.clone(), e.upstream.clone(), e.settings.clone()));
+                due.push((host.clone(), e.upstream.clone()));
             } else {
                 next = Some(next.map_or(e.refresh_at, |n| n.min(e.refresh_at)));
             }
@@ -295,8 +313,9 @@ impl Resolver {
         (due, next)
     }
 
-    async fn refresh(&self, host: &str, upstream: &str, settings: &Arc<Dns>) {
-        let result = lookup(upstream, host, settings).await;
+    async fn refresh(&self, host: &str, upstream: &str) {
+        let settings = self.settings.load_full();
+        let result = lookup(upstream, host, &settings).await;
         let now = Instant::now();
         let Ok(mut entries) = self.entries.lock() else {
             return;
@@ -319,12 +338,12 @@ impl Resolver {
                 e.expires_at = now + answer.ttl;
             }
             Err(why) => {
-                let left = (e.expires_at + e.settings.serve_stale).saturating_duration_since(now);
+                let left = (e.expires_at + settings.serve_stale).saturating_duration_since(now);
                 log::warn!(
                     "DNS: refreshing upstream `{upstream}` failed ({why}); its last answer is used for up to {}s more",
                     left.as_secs()
                 );
-                e.refresh_at = now + e.settings.min_ttl;
+                e.refresh_at = now + settings.min_ttl;
             }
         }
         drop(entries);
@@ -638,7 +657,7 @@ mod tests {
             ("api.test", Ok(b"\x03api\x04test\x00")),
             ("api.test.", Ok(b"\x03api\x04test\x00")),
             ("a..b", Err(())),
-            (&"x.y", Ok(b"\x01x\x01y\x00")),
+            ("x.y", Ok(b"\x01x\x01y\x00")),
         ];
         for (host, want) in cases {
             let got = encode_query(1, host, QTYPE_A).map(|p| p[12..p.len() - 4].to_vec());

@@ -227,10 +227,11 @@ async fn slot(up: &Upstream) -> Option<Slot> {
     })
 }
 
-/// `up`'s limiter, made on first use and resized when a reload changed `max_connections`.
+/// `up`'s limiter, made on first use. Only [`configure`] resizes it: a request still holding
+/// the policy from before a reload must not set the old cap again.
 fn limiter(up: &Upstream) -> Option<Arc<Limiter>> {
-    let limiter = {
-        let mut all = LIMITERS.lock().ok()?;
+    let mut all = LIMITERS.lock().ok()?;
+    Some(
         all.entry(up.name.clone())
             .or_insert_with(|| {
                 Arc::new(Limiter {
@@ -239,32 +240,58 @@ fn limiter(up: &Upstream) -> Option<Arc<Limiter>> {
                     cap: Mutex::new(up.max_connections),
                 })
             })
-            .clone()
+            .clone(),
+    )
+}
+
+/// Sets `up`'s limiter to its `max_connections`: raising it adds slots at once, lowering it
+/// takes free slots at once and the others as the requests holding them end.
+fn resize(up: &Upstream) {
+    let Some(limiter) = limiter(up) else { return };
+    let Ok(mut cap) = limiter.cap.lock() else {
+        return;
     };
-    let mut cap = limiter.cap.lock().ok()?;
-    if *cap != up.max_connections {
-        let (old, new) = (*cap, up.max_connections);
-        *cap = new;
-        log::info!("upstream `{}`: max_connections {old} -> {new}", up.name);
-        if new > old {
-            limiter.slots.add_permits(new - old);
-        } else {
-            let owed = (old - new) - limiter.slots.forget_permits(old - new);
-            if let Ok(owed) = u32::try_from(owed) {
-                if owed > 0 {
-                    // The rest are held by requests in flight: take them as those end.
-                    let slots = limiter.slots.clone();
-                    tokio::spawn(async move {
-                        if let Ok(p) = slots.acquire_many_owned(owed).await {
-                            p.forget();
-                        }
-                    });
-                }
-            }
-        }
+    let (old, new) = (*cap, up.max_connections);
+    if old == new {
+        return;
     }
-    drop(cap);
-    Some(limiter)
+    *cap = new;
+    log::info!("upstream `{}`: max_connections {old} -> {new}", up.name);
+    if new > old {
+        limiter.slots.add_permits(new - old);
+        return;
+    }
+    let owed = (old - new) - limiter.slots.forget_permits(old - new);
+    let Ok(owed) = u32::try_from(owed) else {
+        return;
+    };
+    if owed == 0 {
+        return;
+    }
+    let slots = limiter.slots.clone();
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                if let Ok(p) = slots.acquire_many_owned(owed).await {
+                    p.forget();
+                }
+            });
+        }
+        Err(_) => log::warn!(
+            "upstream `{}`: {owed} slots above the new max_connections stay until a restart",
+            up.name
+        ),
+    }
+}
+
+/// Applies a (re)loaded configuration to the state kept across reloads: each upstream's
+/// `max_connections` (requests in flight keep their slots) and the DNS cache's settings and
+/// names ([`crate::dns::Resolver::configure`]). Call it once the new policy is stored.
+pub fn configure(config: &crate::config::Config) {
+    for up in &config.upstreams {
+        resize(up);
+    }
+    crate::dns::global().configure(config);
 }
 
 /// How many of upstream `name`'s `max_connections` slots requests hold now (0 before its first
