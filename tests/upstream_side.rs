@@ -623,3 +623,71 @@ fn reload_changes_name_servers_without_dropping_a_request() {
     assert_eq!(dns_one.a_queries(), 1);
     assert!(!two.request_times().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// The new keys: defaults, accepted values, and each refusal naming its key.
+#[test]
+fn upstream_side_keys_validate() {
+    use slapenir::config::Config;
+    let base = "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://api.test:1\n";
+    let load = |extra: &str| {
+        Config::from_source(
+            &format!("{base}{extra}"),
+            "t.yaml",
+            std::path::Path::new("."),
+        )
+    };
+    let ok = load("").unwrap().config;
+    assert_eq!(ok.upstreams[0].max_connections, 256);
+    assert_eq!(*ok.dns, slapenir::config::Dns::default());
+    let set = load(
+        "    max_connections: 2\ndns:\n  servers: [10.0.0.2, \"127.0.0.1:5353\"]\n  min_ttl: 2s\n  max_ttl: 10s\n  serve_stale: 0s\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(set.upstreams[0].max_connections, 2);
+    assert_eq!(
+        set.dns.servers,
+        vec![
+            "10.0.0.2:53".parse().unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        (set.dns.min_ttl, set.dns.max_ttl),
+        (Duration::from_secs(2), Duration::from_secs(10))
+    );
+    assert!(set.dns.serve_stale.is_zero());
+    let refused: &[(&str, &str, &str)] = &[
+        (
+            "zero connections",
+            "    max_connections: 0\n",
+            "upstreams.a.max_connections: 0 is not allowed",
+        ),
+        (
+            "a name server that is a name",
+            "dns:\n  servers: [ns.example]\n",
+            "dns.servers[0]: `ns.example` is not a name server address",
+        ),
+        (
+            "min above max",
+            "dns:\n  min_ttl: 10m\n  max_ttl: 1m\n",
+            "dns.min_ttl: `min_ttl` (10m) is above `max_ttl` (1m)",
+        ),
+        (
+            "zero timeout",
+            "dns:\n  timeout: 0s\n",
+            "dns.timeout: must be more than zero",
+        ),
+        ("unknown key", "dns:\n  ttl: 5s\n", "unknown field `ttl`"),
+    ];
+    for (name, extra, fragment) in refused {
+        let err = load(extra)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"))
+            .to_string();
+        assert!(err.contains(fragment), "{name}: {err}");
+    }
+}
