@@ -168,7 +168,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         })
         .collect();
     let (ok, failed) = crate::metrics::reload_counts();
-    let dns = dns_section(&c.dns);
+    let dns = dns_section(c);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": STARTED.elapsed().as_secs(),
@@ -183,14 +183,21 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
 }
 
 /// The `dns` section: settings and the cached answers (upstream names, host names, addresses).
-fn dns_section(d: &crate::config::Dns) -> Value {
+fn dns_section(c: &crate::config::Config) -> Value {
+    let d = &c.dns;
     let cached: Vec<Value> = crate::dns::snapshot()
         .into_iter()
         .map(|n| {
+            // As the socket addresses the gateway connects to (the upstream's port).
+            let port = c
+                .upstreams
+                .iter()
+                .find(|u| u.name == n.upstream)
+                .map_or(0, |u| u.port);
             json!({
                 "upstream": n.upstream,
                 "host": n.host,
-                "addresses": n.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "addresses": n.addresses.iter().map(|a| std::net::SocketAddr::new(*a, port).to_string()).collect::<Vec<_>>(),
                 "ttl_seconds": n.ttl_secs,
                 "expires_in_seconds": (n.expires_in_secs * 10.0).round() / 10.0,
             })
