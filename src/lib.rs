@@ -21,6 +21,7 @@ pub mod aws;
 pub mod config;
 pub mod connect;
 pub mod decode;
+pub mod dns;
 pub mod encoded;
 pub mod limits;
 pub mod log_scrub;

@@ -10,12 +10,15 @@
 //! | `slapenir_replacements_total` | counter | `credential`, `client` (the configured client identity whose value was swapped in, for credentials with values per client; empty otherwise and for responses), `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
 //! | `slapenir_misplaced_dummies_total` | counter | `credential` | dummies found in a request to one of the credential's upstreams outside the places it is swapped in (`swap_in`), forwarded unchanged |
 //! | `slapenir_limited_total` | counter | `client`, `limit` | connections and requests refused (429/503), shed or slowed by a limit; `client` is a configured identity, `other`, or `gateway` for the gateway-wide limits; `limit` is one of `crate::limits::LIMITS` |
-//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `credential_not_for_client` (a credential with values per client identity, used by a client without one), `credential_rule_denied` (a swap outside the credential's `allow` rules), `real_secret_from_agent` (a real value, in any encoding, sent by the agent), `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `other` |
+//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `credential_not_for_client` (a credential with values per client identity, used by a client without one), `credential_rule_denied` (a swap outside the credential's `allow` rules), `real_secret_from_agent` (a real value, in any encoding, sent by the agent), `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `upstream_busy` (`503`: the upstream's `max_connections` stayed in use for its `connect_timeout`), `other` |
 //! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
 //! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
 //! | `slapenir_certificate_expiry_timestamp_seconds` | gauge | `listener` | notAfter of the listener's server certificate (unix time), updated on reload |
 //! | `slapenir_in_flight_requests` | gauge | — | requests being served |
 //! | `slapenir_config_reloads_total` | counter | `result` (`success`, `failure`) | configuration reloads (`SIGHUP` or a watched file changed); a failure keeps the old configuration |
+//! | `slapenir_dns_lookups_total` | counter | `upstream`, `result` (`ok`, `error`) | DNS queries for an upstream's host name: the first one and each background refresh (a request answered from the cache sends none); see `crate::dns` |
+//! | `slapenir_upstream_connections_total` | counter | `upstream`, `reused` (`true`: taken from the keep-alive pool or an HTTP/2 connection already open; `false`: newly opened) | connections a request used |
+//! | `slapenir_upstream_connections_in_use` | gauge | `upstream` | requests holding one of the upstream's `max_connections` slots |
 //! | `slapenir_build_info` | gauge (1) | `version` | the running version |
 //! | `slapenir_allocator_bytes` | gauge | `kind` (`allocated`: held by live blocks, `active`: in pages holding them, `metadata`: the allocator's own, `resident`: in physically resident pages the allocator maps, `mapped`: in its mapped chunks, `retained`: unmapped from use but kept for reuse — the process does not pay for it in RSS) | the heap allocator's statistics, read when `/metrics` is scraped |
 
@@ -57,6 +60,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "request_header_too_large",
     "request_timeout",
     "client_limit",
+    "upstream_busy",
     "other",
 ];
 
@@ -103,6 +107,30 @@ mod defs {
             &["upstream", "kind"]
         )
         .expect("register slapenir_upstream_errors_total")
+    });
+    pub static DNS_LOOKUPS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_dns_lookups_total",
+            "DNS queries for an upstream's host name (first lookup and background refreshes), by upstream and result (ok, error).",
+            &["upstream", "result"]
+        )
+        .expect("register slapenir_dns_lookups_total")
+    });
+    pub static UPSTREAM_CONNECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+        register_int_counter_vec!(
+            "slapenir_upstream_connections_total",
+            "Upstream connections used by requests, by upstream and whether the connection was reused (true) or newly opened (false).",
+            &["upstream", "reused"]
+        )
+        .expect("register slapenir_upstream_connections_total")
+    });
+    pub static UPSTREAM_IN_USE: Lazy<prometheus::IntGaugeVec> = Lazy::new(|| {
+        prometheus::register_int_gauge_vec!(
+            "slapenir_upstream_connections_in_use",
+            "Requests holding one of the upstream's max_connections slots.",
+            &["upstream"]
+        )
+        .expect("register slapenir_upstream_connections_in_use")
     });
     pub static CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
         register_gauge_vec!(
@@ -202,6 +230,9 @@ pub fn init() {
     Lazy::force(&defs::UPSTREAM_DURATION);
     Lazy::force(&defs::UPSTREAM_ERRORS);
     Lazy::force(&defs::CERT_EXPIRY);
+    Lazy::force(&defs::DNS_LOOKUPS);
+    Lazy::force(&defs::UPSTREAM_CONNECTIONS);
+    Lazy::force(&defs::UPSTREAM_IN_USE);
     for r in ["success", "failure"] {
         defs::RELOADS.with_label_values(&[r]);
     }
@@ -220,6 +251,27 @@ pub fn upstream_error(upstream: &str, kind: &'static str) {
     defs::UPSTREAM_ERRORS
         .with_label_values(&[upstream, kind])
         .inc();
+}
+
+/// Counts a DNS query for `upstream`'s host name.
+pub fn dns_lookup(upstream: &str, ok: bool) {
+    defs::DNS_LOOKUPS
+        .with_label_values(&[upstream, if ok { "ok" } else { "error" }])
+        .inc();
+}
+
+/// Counts a connection a request to `upstream` used: `reused` from the pool, or new.
+pub fn upstream_connection(upstream: &str, reused: bool) {
+    defs::UPSTREAM_CONNECTIONS
+        .with_label_values(&[upstream, if reused { "true" } else { "false" }])
+        .inc();
+}
+
+/// Moves the count of `upstream`'s `max_connections` slots in use by `delta`.
+pub fn upstream_in_use(upstream: &str, delta: i64) {
+    defs::UPSTREAM_IN_USE
+        .with_label_values(&[upstream])
+        .add(delta);
 }
 
 /// Sets a listener certificate's expiry (unix seconds).

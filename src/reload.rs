@@ -122,6 +122,7 @@ impl ConfigReload {
             let changes = Changes::between(&current, &candidate);
             let plan = Plan::between(&current.config, &candidate.config).with_retirement(&changes);
             let files = watched_files(&self.path, &candidate.config);
+            crate::proxy::peer::configure(&candidate.config);
             self.policy.store(Arc::new(candidate));
             drop(current);
             log_retirement(&changes);

@@ -65,6 +65,7 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
             }
         }
     }
+    crate::proxy::peer::configure(&policy.config);
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     // Before any peer is talked to: third-party log records lose the real values from now on.
     crate::log_scrub::follow(policy.clone());

@@ -99,6 +99,8 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
                 "health": match s.last_ok { Some(true) => "ok", Some(false) => "failing", None => "unknown" },
                 "requests": s.requests,
                 "errors": s.errors,
+                "max_connections": u.max_connections,
+                "connections_in_use": crate::proxy::peer::in_use(&u.name),
             })
         })
         .collect();
@@ -166,6 +168,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         })
         .collect();
     let (ok, failed) = crate::metrics::reload_counts();
+    let dns = dns_section(c);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": STARTED.elapsed().as_secs(),
@@ -177,6 +180,41 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         "reloads": { "success": ok, "failure": failed },
         "gateway_limits": crate::overload::status(&c.limits),
         "limits": crate::limits::client::status(&c.limits),
+        "dns": dns,
+    })
+}
+
+/// The `dns` section: settings and the cached answers (upstream names, host names, addresses).
+fn dns_section(c: &crate::config::Config) -> Value {
+    let d = &c.dns;
+    let cached: Vec<Value> = crate::dns::snapshot()
+        .into_iter()
+        .map(|n| {
+            // As the socket addresses the gateway connects to (the upstream's port).
+            let port = c
+                .upstreams
+                .iter()
+                .find(|u| u.name == n.upstream)
+                .map_or(0, |u| u.port);
+            json!({
+                "upstream": n.upstream,
+                "host": n.host,
+                "addresses": n.addresses.iter().map(|a| std::net::SocketAddr::new(*a, port).to_string()).collect::<Vec<_>>(),
+                "ttl_seconds": n.ttl_secs,
+                "expires_in_seconds": (n.expires_in_secs * 10.0).round() / 10.0,
+            })
+        })
+        .collect();
+    json!({
+        "servers": if d.servers.is_empty() {
+            vec!["system".to_string()]
+        } else {
+            d.servers.iter().map(|s| s.to_string()).collect()
+        },
+        "min_ttl_seconds": d.min_ttl.as_secs_f64(),
+        "max_ttl_seconds": d.max_ttl.as_secs_f64(),
+        "serve_stale_seconds": d.serve_stale.as_secs_f64(),
+        "cached": cached,
     })
 }
 
@@ -245,7 +283,7 @@ pub fn html(s: &Value) -> String {
             text(&r["websocket"])
         ));
     }
-    out.push_str("</table><h2>Upstreams</h2><table><tr><th>name</th><th>url</th><th>health</th><th>requests</th><th>errors</th></tr>");
+    out.push_str("</table><h2>Upstreams</h2><table><tr><th>name</th><th>url</th><th>health</th><th>requests</th><th>errors</th><th>connections</th></tr>");
     for u in s["upstreams"].as_array().into_iter().flatten() {
         let health = u["health"].as_str().unwrap_or("unknown");
         let class = match health {
@@ -254,12 +292,26 @@ pub fn html(s: &Value) -> String {
             _ => "unk",
         };
         out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{} / {}</td></tr>",
             text(&u["name"]),
             text(&u["url"]),
             esc(health),
             text(&u["requests"]),
-            text(&u["errors"])
+            text(&u["errors"]),
+            text(&u["connections_in_use"]),
+            text(&u["max_connections"])
+        ));
+    }
+    out.push_str("</table><h2>DNS</h2><table><tr><th>upstream</th><th>host</th><th>addresses</th><th>TTL</th><th>expires in</th></tr>");
+    for n in s["dns"]["cached"].as_array().into_iter().flatten() {
+        let left = n["expires_in_seconds"].as_f64().unwrap_or(0.0);
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}s</td><td class=\"{}\">{left:.1}s</td></tr>",
+            text(&n["upstream"]),
+            text(&n["host"]),
+            text(&n["addresses"]),
+            text(&n["ttl_seconds"]),
+            if left < 0.0 { "bad" } else { "ok" },
         ));
     }
     out.push_str("</table><h2>Credentials</h2><table><tr><th>name</th><th>state</th><th>source</th><th>upstreams</th><th>last used</th></tr>");

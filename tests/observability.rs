@@ -171,6 +171,7 @@ struct Stack {
 }
 
 /// The gateway's configuration; `broken` names an undefined upstream, which reload refuses.
+/// `down` is named by host name (`localhost`), so the DNS cache has a lookup to count and show.
 fn config(certs: &Path, api_url: &str, down_port: u16, broken: bool) -> String {
     let openai_upstream = if broken { "nonexistent" } else { "api" };
     let c = certs.display();
@@ -179,7 +180,7 @@ fn config(certs: &Path, api_url: &str, down_port: u16, broken: bool) -> String {
          \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
          admin:\n  address: {{admin}}\n\
          interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
-         upstreams:\n  api:\n    url: {api_url}\n  down:\n    url: http://127.0.0.1:{down_port}\n    connect_timeout: 5s\n\
+         upstreams:\n  api:\n    url: {api_url}\n  down:\n    url: http://localhost:{down_port}\n    connect_timeout: 5s\n\
          credentials:\n\
          \x20 openai:\n    dummy: {DUMMY}\n    real: {{ file: {{dir}}/openai_key }}\n    upstreams: [{openai_upstream}]\n\
          \x20 github:\n    dummy: {GH_DUMMY}\n    real: {{ env: TEST_GITHUB_KEY }}\n    upstreams: [down]\n\

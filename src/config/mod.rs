@@ -49,6 +49,40 @@ pub struct Config {
     pub rotation: Rotation,
     /// `limits:`: connections, rates and timeouts, globally and per client identity.
     pub limits: limits::Limits,
+    /// How upstream host names are resolved and cached (see `crate::dns`).
+    pub dns: Arc<Dns>,
+}
+
+/// `dns:`: how upstream host names are resolved and how long answers are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Name servers asked directly (answers carry their TTL); empty: the system resolver
+    /// (`/etc/hosts`, `/etc/resolv.conf`...), whose answers carry no TTL and are kept for
+    /// [`Self::system_ttl`].
+    pub servers: Vec<SocketAddr>,
+    /// An answer's TTL is raised to at least this...
+    pub min_ttl: Duration,
+    /// ...and cut to at most this.
+    pub max_ttl: Duration,
+    /// How long after its TTL the last good answer is still used while refreshing it fails.
+    pub serve_stale: Duration,
+    /// How long one query to one name server may take.
+    pub timeout: Duration,
+    /// How long an answer of the system resolver is kept.
+    pub system_ttl: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            serve_stale: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+            system_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `rotation:`: how long a retired real value (replaced or removed by a reload) stays scrubbed
@@ -134,6 +168,13 @@ pub struct Upstream {
     pub read_timeout: Option<Duration>,
     /// The certificate chain (DER, leaf first) and key (DER) presented to this upstream.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// Connections the gateway holds to this upstream at once (see `crate::proxy::peer`).
+    pub max_connections: usize,
+}
+
+impl Upstream {
+    /// The default of `upstreams.NAME.max_connections`.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 }
 
 /// A client certificate for upstream mTLS. The key is zeroized when the config is dropped.

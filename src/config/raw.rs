@@ -17,6 +17,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "decoding",
     "rotation",
     "limits",
+    "dns",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +70,9 @@ pub struct RawUpstream {
     /// A client certificate the gateway presents to this upstream (upstream mTLS).
     #[serde(default)]
     pub client_cert: Option<RawClientCert>,
+    /// Connections the gateway holds to this upstream at once (pooled and in use).
+    #[serde(default)]
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,4 +234,23 @@ pub struct RawRotation {
     /// How long a retired real value stays in the response rules; `0s` drops it at once.
     #[serde(default)]
     pub retired_grace: Option<String>,
+}
+
+/// How upstream host names are resolved and cached (`dns:`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Name servers (`IP` or `IP:PORT`); default: the system resolver.
+    #[serde(default)]
+    pub servers: Option<Vec<String>>,
+    #[serde(default)]
+    pub min_ttl: Option<String>,
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    #[serde(default)]
+    pub serve_stale: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub system_ttl: Option<String>,
 }

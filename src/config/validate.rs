@@ -200,6 +200,11 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         None => Some(super::limits::Limits::default_limits()),
     };
 
+    let dns = match sections.get("dns").filter(|v| !v.is_null()) {
+        Some(v) => check_dns(r, v),
+        None => Some(Dns::default()),
+    };
+
     let upstreams: Vec<Upstream> = upstreams.into_iter().filter_map(|(_, u)| u).collect();
     if upstreams.len() != upstream_names.len() {
         return None;
@@ -234,6 +239,69 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         decoding: decoding?,
         rotation: rotation?,
         limits: limits?,
+        dns: Arc::new(dns?),
+    })
+}
+
+/// `dns:`: name servers as socket addresses (port 53 when none is written), durations more
+/// than zero, `min_ttl` not above `max_ttl`; every key optional (see [`Dns::default`]).
+fn check_dns(r: &mut Report<'_>, v: &Value) -> Option<Dns> {
+    let p = YamlPath::root().key("dns");
+    let raw = r.item::<RawDns>(&p, v)?;
+    let default = Dns::default();
+    let mut servers = Some(Vec::new());
+    for (i, s) in raw.servers.unwrap_or_default().iter().enumerate() {
+        let parsed = s.parse::<SocketAddr>().ok().or_else(|| {
+            s.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        match (parsed, servers.as_mut()) {
+            (Some(a), Some(list)) => list.push(a),
+            (Some(_), None) => {}
+            (None, _) => {
+                r.error(
+                    &p.key("servers").index(i),
+                    format!("`{s}` is not a name server address; use IP or IP:PORT, like 10.0.0.2 or 127.0.0.1:5353"),
+                );
+                servers = None;
+            }
+        }
+    }
+    let min_ttl = duration_field(r, &p.key("min_ttl"), raw.min_ttl, default.min_ttl);
+    let max_ttl = duration_field(r, &p.key("max_ttl"), raw.max_ttl, default.max_ttl);
+    let serve_stale = match raw.serve_stale {
+        None => Some(default.serve_stale),
+        Some(s) => match parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(m) => {
+                r.error(&p.key("serve_stale"), m);
+                None
+            }
+        },
+    };
+    let timeout = duration_field(r, &p.key("timeout"), raw.timeout, default.timeout);
+    let system_ttl = duration_field(r, &p.key("system_ttl"), raw.system_ttl, default.system_ttl);
+    if let (Some(lo), Some(hi)) = (min_ttl, max_ttl) {
+        if lo > hi {
+            r.error(
+                &p.key("min_ttl"),
+                format!(
+                    "`min_ttl` ({}) is above `max_ttl` ({})",
+                    humantime::format_duration(lo),
+                    humantime::format_duration(hi)
+                ),
+            );
+            return None;
+        }
+    }
+    Some(Dns {
+        servers: servers?,
+        min_ttl: min_ttl?,
+        max_ttl: max_ttl?,
+        serve_stale: serve_stale?,
+        timeout: timeout?,
+        system_ttl: system_ttl?,
     })
 }
 
@@ -687,6 +755,20 @@ fn check_upstream(
             }
         },
     };
+    let max_connections = match raw.max_connections {
+        None => Some(Upstream::DEFAULT_MAX_CONNECTIONS),
+        Some(n @ 1..=65_536) => usize::try_from(n).ok(),
+        Some(n) => {
+            r.error(
+                &p.key("max_connections"),
+                format!(
+                    "{n} is not allowed; use 1 to 65536 (default {})",
+                    Upstream::DEFAULT_MAX_CONNECTIONS
+                ),
+            );
+            None
+        }
+    };
     let client_cert = match raw.client_cert {
         None => Some(None),
         Some(cc) => load_client_cert(
@@ -731,6 +813,7 @@ fn check_upstream(
         connect_timeout,
         read_timeout: read_timeout?,
         client_cert: client_cert?,
+        max_connections: max_connections?,
     })
 }
 

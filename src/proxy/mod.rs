@@ -83,6 +83,8 @@ pub struct Ctx {
     websocket: Option<ws::Streams>,
     /// What the request holds under its client's limits (its `streams` slot, body pacing).
     limits: RequestUse,
+    /// The slot under the upstream's `max_connections` and the addresses tried (`peer::Hold`).
+    upstream_hold: peer::Hold,
 }
 
 #[async_trait]
@@ -110,6 +112,7 @@ impl ProxyHttp for Gateway {
             chunked_response: false,
             websocket: None,
             limits: RequestUse::default(),
+            upstream_hold: peer::Hold::default(),
         }
     }
 
@@ -145,23 +148,48 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Where the request goes: the route's upstream.
+    /// Where the request goes: the route's upstream, at one of its addresses (`peer::choose`:
+    /// waits for a slot under `max_connections`, DNS from the cache).
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let u = ctx
             .upstream
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
-        let up = ctx
-            .policy
+        let policy = ctx.policy.clone();
+        let up = policy
             .config
             .upstreams
             .get(u)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown upstream"))?;
         ctx.upstream_started = Some(Instant::now());
-        let peer = peer::build(up, ctx.policy.upstream_tls.get(u)).await;
-        if peer.is_err() {
-            upstream_failed(ctx, "connect");
+        let tls = policy.upstream_tls.get(u);
+        match peer::choose(up, tls, &policy.config.dns, &mut ctx.upstream_hold).await {
+            Ok(peer) => Ok(peer),
+            Err(peer::Unavailable::Busy(refusal)) => Err(refusal_error(&mut ctx.refusal, refusal)),
+            Err(peer::Unavailable::Error(e)) => {
+                upstream_failed(ctx, "connect");
+                Err(e)
+            }
         }
-        peer
+    }
+
+    /// Counts the connection a request got: newly opened or reused from the pool.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(up) = ctx
+            .upstream
+            .and_then(|u| ctx.policy.config.upstreams.get(u))
+        {
+            metrics::upstream_connection(&up.name, reused);
+        }
+        Ok(())
     }
 
     /// Counts a failed connection by kind, then keeps Pingora's decision on retrying.
@@ -170,8 +198,9 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Ctx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
+        peer::connect_failed(&mut ctx.upstream_hold, &mut e);
         let kind = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => "timeout",
             ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
@@ -779,6 +808,9 @@ async fn respond(session: &mut Session, refusal: &Refusal) {
     };
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    if refusal.status == 503 {
+        let _ = resp.insert_header(http::header::RETRY_AFTER, "1");
+    }
     let _ = resp.insert_header(
         "x-slapenir-refusal",
         if refusal.reason.is_empty() {
