@@ -137,7 +137,11 @@ pub fn log_overload_refusal(
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
         "identity": identity.and_then(|i| i.name()),
         "status": status,
-        "refusal": "overloaded",
+        "refusal": match status {
+            431 => "request_header_too_large",
+            408 => "request_timeout",
+            _ => "overloaded",
+        },
         "limit": limit,
     }));
 }

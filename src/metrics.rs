@@ -225,7 +225,15 @@ pub fn init() {
     for r in REFUSAL_REASONS {
         defs::REFUSALS.with_label_values(&[r]);
     }
-    Lazy::force(&defs::LIMITED);
+    // The gateway's own limits appear at zero from the start (client labels appear with use).
+    for l in crate::limits::LIMITS {
+        if !matches!(
+            *l,
+            "connections" | "tunnels" | "requests_per_second" | "streams" | "body_bytes_per_second"
+        ) {
+            defs::LIMITED.with_label_values(&["gateway", l]);
+        }
+    }
     Lazy::force(&defs::IN_FLIGHT);
     Lazy::force(&defs::UPSTREAM_DURATION);
     Lazy::force(&defs::UPSTREAM_ERRORS);

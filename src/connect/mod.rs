@@ -33,7 +33,7 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::limits::client::{
-    refusal_bytes, ConnectionUse, Limited, OverLimit, OVER_LIMIT_H2_GRACE,
+    refusal_bytes, ConnectionUse, Limited, OverLimit, OVER_LIMIT_DELAY, OVER_LIMIT_H2_GRACE,
 };
 use crate::policy::Policy;
 use crate::proxy::Gateway;
@@ -152,6 +152,17 @@ impl GatewayApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // A tarpit: the answer comes when its `Retry-After` has passed. A client that
+            // reconnects as soon as it is refused would otherwise make the gateway do a TLS
+            // handshake (the identity is only known after one) per refusal, as fast as it can,
+            // on the CPU other clients are served with (the fairness test measured most of
+            // the gateway's time under a flood going there). The connection stays counted
+            // under the gateway-wide `connections` limit meanwhile.
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(OVER_LIMIT_DELAY) => {}
+                _ = shutdown.changed() => {}
+            }
             refuse_over_limit(&mut stream, limited).await;
             return None;
         }

@@ -363,6 +363,9 @@ pub struct OverLimit;
 /// How long an HTTP/2 connection over the limit is kept to answer its requests `429`.
 pub const OVER_LIMIT_H2_GRACE: Duration = Duration::from_secs(2);
 
+/// How long an HTTP/1 connection over the limit waits for its `429`: its `Retry-After`.
+pub const OVER_LIMIT_DELAY: Duration = Duration::from_secs(1);
+
 /// What one request holds and how it is paced, kept in the proxy's per-request context. Its
 /// stream slot is released by [`RequestUse::release`] (in `logging`) or, on any other path, when
 /// the context is dropped.

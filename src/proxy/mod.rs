@@ -526,6 +526,12 @@ fn admit_limits(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Lim
 
 /// Answers a request refused by a client limit: `429` with `Retry-After`.
 async fn respond_limited(session: &mut Session, limited: &Limited) {
+    // A tarpit, as for connections over the limit (`connect`): the answer comes after a
+    // second. A client that retries at once would otherwise have the gateway answer 429s as
+    // fast as it can send (tens of thousands a second from one client in the fairness test),
+    // on the CPU other clients are served with; a client that honours `Retry-After` waits at
+    // least as long anyway.
+    tokio::time::sleep(crate::limits::client::OVER_LIMIT_DELAY).await;
     let body = Bytes::from_static(limited.body().as_bytes());
     let Ok(mut resp) = ResponseHeader::build(429, Some(5)) else {
         return;
@@ -808,7 +814,9 @@ async fn respond(session: &mut Session, refusal: &Refusal) {
     };
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    if refusal.status == 503 {
+    // Only where waiting helps: a busy upstream frees a connection within seconds; an
+    // unavailable credential does not come back by retrying.
+    if refusal.reason == "upstream_busy" {
         let _ = resp.insert_header(http::header::RETRY_AFTER, "1");
     }
     let _ = resp.insert_header(

@@ -224,6 +224,11 @@ def reload_stream(slow_path, signal_file):
 async def flood(conns, stop_file):
     """agent-1: `conns` keep-alive connections each sending requests as fast as answered, and
     more connections than allowed being opened all the time."""
+    # The flooder runs on the same two CPUs as the gateway and agent-2 here; in production it
+    # sits in its own sandbox. Niced, it takes every CPU cycle the others leave idle (which is
+    # most of them), so the test measures what the gateway does for agent-2 under the flood,
+    # not how a Python client on the same machine competes for the CPU.
+    os.nice(19)
     c = ctx("agent-1")
     counts = {"200": 0, "429": 0, "closed": 0, "refused_conn": 0}
 
@@ -276,7 +281,8 @@ def measure(n, interval, warm):
         time.sleep(interval)
     lat.sort()
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
-    return {"n": len(lat), "failed": bad, "p50": p(0.5), "p99": p(0.99), "max": lat[-1]}
+    return {"n": len(lat), "failed": bad, "p50": p(0.5), "p99": p(0.99), "max": lat[-1],
+            "lat": lat}
 
 
 if SCENARIO == "connections":
