@@ -24,7 +24,17 @@ struct Setup {
     gw: GatewayProcess,
     up: Upstream,
     certs: PathBuf,
+    /// Shared by the other tests of this file, exclusive for the fairness test: it compares
+    /// latencies, which the other tests' gateways and clients would disturb.
+    _turn: Turn,
 }
+
+enum Turn {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// `value`, or `unlimited` when the run shows the tests failing without their limits.
 fn limit(value: &str) -> String {
@@ -50,13 +60,23 @@ fn config(certs: &Path, up: &Upstream, limits: &str) -> String {
 
 /// A gateway whose `limits:` section is `limits` (indented YAML).
 fn setup(limits: &str) -> Setup {
+    let turn = Turn::Shared(TURNS.read().unwrap_or_else(|e| e.into_inner()));
+    setup_with(limits, turn)
+}
+
+fn setup_with(limits: &str, _turn: Turn) -> Setup {
     let up = Upstream::start(UpstreamKind::Plain);
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
     slapenir::pki::issue_client_cert(&certs, "agent-2", Duration::from_secs(3600)).unwrap();
     let gw = GatewayProcess::start_in(dir, &config(&certs, &up, limits), &[]);
-    Setup { gw, up, certs }
+    Setup {
+        gw,
+        up,
+        certs,
+        _turn,
+    }
 }
 
 impl Setup {
@@ -320,14 +340,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// on both; each side's p99 is over all of its rounds' samples.
 #[test]
 fn one_client_flooding_does_not_starve_another() {
-    const ROUNDS: usize = 3;
-    let s = setup(&format!(
-        "  clients:\n    agent-1: {{ connections: {}, requests_per_second: {}, burst: 20 }}\n",
-        limit("16"),
-        limit("20")
-    ));
+    const ROUNDS: usize = 5;
+    let alone = Turn::Alone(TURNS.write().unwrap_or_else(|e| e.into_inner()));
+    let s = setup_with(
+        &format!(
+            "  clients:\n    agent-1: {{ connections: {}, requests_per_second: {}, burst: 20 }}\n",
+            limit("16"),
+            limit("20")
+        ),
+        alone,
+    );
     let measure = |label: &str, into: &mut Vec<f64>| {
-        let r = s.drive("measure", &["150", "0.01", "15"]);
+        let r = s.drive("measure", &["200", "0.01", "15"]);
         assert_eq!(r["failed"], 0, "{label}: {r}");
         eprintln!(
             "agent-2 {label}: p50 {:.2} ms, p99 {:.2} ms",
