@@ -40,6 +40,15 @@ pub fn client_key(
     peer: Option<IpAddr>,
     limits: &Limits,
 ) -> String {
+    client_key_ref(identity, peer, limits).into_owned()
+}
+
+/// [`client_key`], borrowed when it is a certificate name (no allocation per request).
+pub fn client_key_ref<'a>(
+    identity: Option<&'a ClientIdentity>,
+    peer: Option<IpAddr>,
+    limits: &Limits,
+) -> std::borrow::Cow<'a, str> {
     if let Some(id) = identity {
         let named = id
             .common_name
@@ -47,13 +56,13 @@ pub fn client_key(
             .chain(id.sans.iter())
             .find(|n| limits.clients.contains_key(n.as_str()));
         if let Some(n) = named.or(id.common_name.as_ref()).or(id.sans.first()) {
-            return n.clone();
+            return std::borrow::Cow::Borrowed(n.as_str());
         }
     }
-    match peer {
+    std::borrow::Cow::Owned(match peer {
         Some(ip) => ip.to_canonical().to_string(),
         None => "unknown".to_owned(),
-    }
+    })
 }
 
 /// The `client` label a client is counted under: its key when the config names it (in

@@ -223,17 +223,7 @@ fn key<'a>(
     peer: Option<IpAddr>,
     limits: &Limits,
 ) -> Cow<'a, str> {
-    if let Some(id) = identity {
-        let named = id
-            .common_name
-            .iter()
-            .chain(id.sans.iter())
-            .find(|n| limits.clients.contains_key(n.as_str()));
-        if let Some(n) = named.or(id.common_name.as_ref()).or(id.sans.first()) {
-            return Cow::Borrowed(n.as_str());
-        }
-    }
-    Cow::Owned(super::client_key(None, peer, limits))
+    super::client_key_ref(identity, peer, limits)
 }
 
 /// A limit that refused a connection or a request.
