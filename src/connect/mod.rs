@@ -33,7 +33,7 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::limits::client::{
-    refusal_bytes, ConnectionUse, Limited, OverLimit, OVER_LIMIT_DELAY, OVER_LIMIT_H2_GRACE,
+    refusal_bytes, ConnectionUse, Limited, OverLimit, OVER_LIMIT_H2_GRACE,
 };
 use crate::policy::Policy;
 use crate::proxy::Gateway;
@@ -152,18 +152,12 @@ impl GatewayApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // A tarpit: the answer comes when its `Retry-After` has passed. A client that
-            // reconnects as soon as it is refused would otherwise make the gateway do a TLS
-            // handshake (the identity is only known after one) per refusal, as fast as it can,
-            // on the CPU other clients are served with (the fairness test measured most of
-            // the gateway's time under a flood going there). The connection stays counted
-            // under the gateway-wide `connections` limit meanwhile.
-            let mut shutdown = shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(OVER_LIMIT_DELAY) => {}
-                _ = shutdown.changed() => {}
-            }
-            refuse_over_limit(&mut stream, limited).await;
+            // A tarpit (`limits::client::TARPIT_RELEASES_PER_SECOND`): a client that reconnects
+            // as soon as it is refused would otherwise make the gateway do a TLS handshake (the
+            // identity is only known after one) per refusal, as fast as it can, on the CPU
+            // other clients are served with. The connection stays counted under the
+            // gateway-wide `connections` limit meanwhile.
+            refuse_over_limit(&mut stream, limited, shutdown).await;
             return None;
         }
         let Ok(marked) = PrefixStream::with_mark(stream, Box::new(OverLimit)) else {
@@ -188,8 +182,14 @@ fn admit_connection(policy: &Policy, stream: &Stream) -> Result<ConnectionUse, L
     crate::limits::client::admit_connection(policy, identity, peer)
 }
 
-/// A `429` written raw for a connection or `CONNECT` over a client limit (pre-built bytes).
-async fn refuse_over_limit(stream: &mut Stream, limited: &Limited) {
+/// A `429` written raw for a connection or `CONNECT` over a client limit (pre-built bytes),
+/// when the client's tarpit says (or at once when the gateway shuts down).
+async fn refuse_over_limit(stream: &mut Stream, limited: &Limited, shutdown: &ShutdownWatch) {
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep_until(limited.answer_at.into()) => {}
+        _ = shutdown.changed() => {}
+    }
     crate::metrics::refusal("client_limit");
     let _ = stream.write_all(refusal_bytes(limited)).await;
     let _ = stream.flush().await;
@@ -295,7 +295,7 @@ impl GatewayApp {
             Ok(hold) => hold,
             Err(limited) => {
                 crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "client_limit");
-                return refuse_over_limit(&mut stream, &limited).await;
+                return refuse_over_limit(&mut stream, &limited, shutdown).await;
             }
         };
         let Some(minter) = self.minter.clone() else {

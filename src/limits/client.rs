@@ -34,6 +34,16 @@ pub const MAX_TRACKED: usize = 4096;
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// At most one audit line per client per this long; the next one counts the hits in between.
 const AUDIT_EVERY: Duration = Duration::from_secs(1);
+/// The tarpit: a refusal is answered no sooner than [`OVER_LIMIT_DELAY`] after it was made,
+/// and one client's refusals are answered at most this many a second, one after the other in
+/// the order they were made. A client that retries each refusal at once (reconnecting, with a
+/// TLS handshake, when it was a connection) therefore costs the gateway at most this many
+/// handshakes or 429s a second, spread evenly rather than in bursts, however many connections
+/// it opens.
+pub const TARPIT_RELEASES_PER_SECOND: u32 = 8;
+/// No refusal is held longer than this (a client flooding with thousands of connections must
+/// not keep them all open in the tarpit for minutes).
+pub const TARPIT_MAX: Duration = Duration::from_secs(10);
 
 /// The counters a client holds at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +124,24 @@ struct Timed {
     unaudited: u64,
     /// Last time anything was asked of this client.
     touched: Option<Instant>,
+    /// When the client's last refusal is answered (the tarpit's queue).
+    released: Option<Instant>,
+}
+
+impl Timed {
+    /// When a refusal made at `now` is answered: [`OVER_LIMIT_DELAY`] later, or a
+    /// [`TARPIT_RELEASES_PER_SECOND`] step after the previous one, whichever is later, and
+    /// never more than [`TARPIT_MAX`] from now.
+    fn tarpit(&mut self, now: Instant) -> Instant {
+        let step = Duration::from_secs(1) / TARPIT_RELEASES_PER_SECOND;
+        let earliest = now + OVER_LIMIT_DELAY;
+        let queued = self
+            .released
+            .map_or(earliest, |at| (at + step).max(earliest));
+        let at = queued.min(now + TARPIT_MAX);
+        self.released = Some(at);
+        at
+    }
 }
 
 /// What one client key holds now.
@@ -233,14 +261,17 @@ pub struct Limited {
     pub limit: &'static str,
     /// Whole seconds after which a retry may succeed (at least 1).
     pub retry_after: u64,
+    /// When the refusal is answered: the tarpit (see [`TARPIT_RELEASES_PER_SECOND`]).
+    pub answer_at: Instant,
 }
 
 impl Limited {
-    fn new(limit: &'static str, wait: Duration) -> Limited {
+    fn new(limit: &'static str, wait: Duration, answer_at: Instant) -> Limited {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Limited {
             limit,
             retry_after: secs.max(1),
+            answer_at,
         }
     }
 
@@ -264,24 +295,51 @@ impl Limited {
     }
 }
 
-/// Counts a hit: the metric, and an audit line at most once a second per client.
-fn hit(state: &ClientState, key: &str, policy: &Policy, limit: &'static str) {
+/// Counts a hit (the metric, and an audit line at most once a second per client) that refuses
+/// something: the refusal, answered when the client's tarpit says.
+fn refused(
+    state: &ClientState,
+    key: &str,
+    policy: &Policy,
+    limit: &'static str,
+    wait: Duration,
+) -> Limited {
+    let answer_at = hit(state, key, policy, limit, true);
+    Limited::new(limit, wait, answer_at.unwrap_or_else(Instant::now))
+}
+
+/// Counts a hit: the metric, and an audit line at most once a second per client; with
+/// `refusal`, also the moment the refusal is answered (the client's tarpit).
+fn hit(
+    state: &ClientState,
+    key: &str,
+    policy: &Policy,
+    limit: &'static str,
+    refusal: bool,
+) -> Option<Instant> {
     let label = super::client_label(key, &policy.config.limits, &policy.clients);
     crate::metrics::limited(label, limit);
-    let write = state.with_timed(|t, now| {
-        t.unaudited += 1;
-        let due = t
-            .audited
-            .is_none_or(|at| now.saturating_duration_since(at) >= AUDIT_EVERY);
-        if !due {
-            return None;
-        }
-        t.audited = Some(now);
-        Some(std::mem::take(&mut t.unaudited))
+    let (write, answer_at) = state.with_timed(|t, now| {
+        let answer_at = refusal.then(|| t.tarpit(now));
+        (audit_due(t, now), answer_at)
     });
     if let Some(hits) = write {
         crate::audit::log_limited(key, limit, hits);
     }
+    answer_at
+}
+
+/// Counts one hit towards the client's next audit line: the hits to write now, if one is due.
+fn audit_due(t: &mut Timed, now: Instant) -> Option<u64> {
+    t.unaudited += 1;
+    let due = t
+        .audited
+        .is_none_or(|at| now.saturating_duration_since(at) >= AUDIT_EVERY);
+    if !due {
+        return None;
+    }
+    t.audited = Some(now);
+    Some(std::mem::take(&mut t.unaudited))
 }
 
 /// A connection's slot under its client's `connections` limit.
@@ -311,10 +369,7 @@ pub fn admit_connection(
             state,
             _hold: h,
         }),
-        None => {
-            hit(&state, &key, policy, "connections");
-            Err(Limited::new("connections", Duration::ZERO))
-        }
+        None => Err(refused(&state, &key, policy, "connections", Duration::ZERO)),
     }
 }
 
@@ -325,10 +380,8 @@ impl ConnectionUse {
     /// [`Limited`] (`tunnels`) when the client already holds its limit.
     pub fn open_tunnel(&self, policy: &Policy) -> Result<Hold, Limited> {
         let max = Counter::Tunnels.max(policy.config.limits.for_client(&self.key));
-        hold(&self.state, Counter::Tunnels, max).ok_or_else(|| {
-            hit(&self.state, &self.key, policy, "tunnels");
-            Limited::new("tunnels", Duration::ZERO)
-        })
+        hold(&self.state, Counter::Tunnels, max)
+            .ok_or_else(|| refused(&self.state, &self.key, policy, "tunnels", Duration::ZERO))
     }
 }
 
@@ -353,7 +406,7 @@ pub struct OverLimit;
 /// How long an HTTP/2 connection over the limit is kept to answer its requests `429`.
 pub const OVER_LIMIT_H2_GRACE: Duration = Duration::from_secs(2);
 
-/// How long an HTTP/1 connection over the limit waits for its `429`: its `Retry-After`.
+/// The least time a refusal waits for its answer in the tarpit: its `Retry-After`.
 pub const OVER_LIMIT_DELAY: Duration = Duration::from_secs(1);
 
 /// What one request holds and how it is paced, kept in the proxy's per-request context. Its
@@ -384,22 +437,19 @@ impl RequestUse {
         let key = key(identity, peer, limits);
         let state = state(&key);
         if over_limit {
-            hit(&state, &key, policy, "connections");
-            return Err(Limited::new("connections", Duration::ZERO));
+            return Err(refused(&state, &key, policy, "connections", Duration::ZERO));
         }
         let l = limits.for_client(&key);
         if let Some(rate) = l.requests_per_second {
             let burst = f64::from(l.burst.max(1));
             if let Err(wait) = state.with_timed(|t, now| t.requests.take(rate, burst, now)) {
-                hit(&state, &key, policy, "requests_per_second");
-                return Err(Limited::new("requests_per_second", wait));
+                return Err(refused(&state, &key, policy, "requests_per_second", wait));
             }
         }
         match hold(&state, Counter::Streams, l.streams) {
             Some(h) => self.stream = Some(h),
             None => {
-                hit(&state, &key, policy, "streams");
-                return Err(Limited::new("streams", Duration::ZERO));
+                return Err(refused(&state, &key, policy, "streams", Duration::ZERO));
             }
         }
         self.client = Some((state, key.into_owned().into_boxed_str()));
@@ -419,7 +469,7 @@ impl RequestUse {
         let wait = state.with_timed(|t, now| t.body.spend(rate as f64, bytes as f64, now));
         if !wait.is_zero() && !self.paced {
             self.paced = true;
-            hit(state, key, policy, "body_bytes_per_second");
+            hit(state, key, policy, "body_bytes_per_second", false);
         }
         wait
     }
@@ -527,7 +577,7 @@ mod tests {
         let wait = b
             .take(2.0, 3.0, t0 + Duration::from_millis(500))
             .unwrap_err();
-        assert_eq!(Limited::new("requests_per_second", wait).retry_after, 1);
+        assert_eq!(Limited::new("requests_per_second", wait, t0).retry_after, 1);
         let slow = Bucket::default().take(0.1, 1.0, t0).and_then(|()| {
             let mut b = Bucket {
                 tokens: 0.0,
@@ -536,10 +586,29 @@ mod tests {
             b.take(0.1, 1.0, t0)
         });
         assert_eq!(
-            Limited::new("requests_per_second", slow.unwrap_err()).retry_after,
+            Limited::new("requests_per_second", slow.unwrap_err(), t0).retry_after,
             10,
             "whole seconds until a token is back"
         );
+    }
+
+    #[test]
+    fn the_tarpit_answers_a_second_late_and_one_refusal_per_step() {
+        let t0 = Instant::now();
+        let step = Duration::from_secs(1) / TARPIT_RELEASES_PER_SECOND;
+        let mut t = Timed::default();
+        assert_eq!(t.tarpit(t0), t0 + OVER_LIMIT_DELAY, "alone: a second later");
+        // A burst of refusals at the same instant: answered one step apart, not together.
+        for i in 1..4 {
+            assert_eq!(t.tarpit(t0), t0 + OVER_LIMIT_DELAY + step * i, "queued {i}");
+        }
+        // A flood: never held longer than the cap.
+        for _ in 0..1000 {
+            assert!(t.tarpit(t0) <= t0 + TARPIT_MAX);
+        }
+        // Once the queue has drained, a refusal waits a second again.
+        let later = t0 + TARPIT_MAX + Duration::from_secs(5);
+        assert_eq!(t.tarpit(later), later + OVER_LIMIT_DELAY);
     }
 
     #[test]
@@ -561,7 +630,7 @@ mod tests {
     #[test]
     fn static_answers_have_their_lengths() {
         for limit in ["connections", "tunnels"] {
-            let limited = Limited::new(limit, Duration::ZERO);
+            let limited = Limited::new(limit, Duration::ZERO, Instant::now());
             let text = std::str::from_utf8(refusal_bytes(&limited)).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             assert_eq!(body, limited.body(), "{limit}");

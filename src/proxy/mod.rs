@@ -526,12 +526,12 @@ fn admit_limits(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Lim
 
 /// Answers a request refused by a client limit: `429` with `Retry-After`.
 async fn respond_limited(session: &mut Session, limited: &Limited) {
-    // A tarpit, as for connections over the limit (`connect`): the answer comes after a
-    // second. A client that retries at once would otherwise have the gateway answer 429s as
-    // fast as it can send (tens of thousands a second from one client in the fairness test),
-    // on the CPU other clients are served with; a client that honours `Retry-After` waits at
-    // least as long anyway.
-    tokio::time::sleep(crate::limits::client::OVER_LIMIT_DELAY).await;
+    // The tarpit, as for connections over the limit (`limits::client::TARPIT_RELEASES_PER_SECOND`):
+    // a client that retries at once would otherwise have the gateway answer 429s as fast as it
+    // can send (tens of thousands a second from one client in the fairness test), on the CPU
+    // other clients are served with; a client that honours `Retry-After` waits at least as
+    // long anyway.
+    tokio::time::sleep_until(limited.answer_at.into()).await;
     let body = Bytes::from_static(limited.body().as_bytes());
     let Ok(mut resp) = ResponseHeader::build(429, Some(5)) else {
         return;
