@@ -390,28 +390,25 @@ async fn read_head<S: AsyncRead + Unpin>(
         Ok(Ok(_)) => {}
     }
     let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + l.head);
-    let mut scanned = 0;
+    let mut scan = HeadScan::default();
     loop {
-        if head_ends(&buf[scanned..]) {
-            let mut headers = vec![httparse::EMPTY_HEADER; l.headers];
-            match httparse::Request::new(&mut headers).parse(&buf) {
-                Ok(httparse::Status::Complete(n)) if n > l.header_bytes => {
-                    return Err(NoHead::Refused {
-                        status: 431,
-                        limit: "header_bytes",
-                    })
-                }
-                Ok(httparse::Status::Complete(_)) => return Ok(buf.freeze()),
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(NoHead::Refused {
-                        status: 431,
-                        limit: "headers",
-                    })
-                }
-                // Malformed: Pingora answers it.
-                Err(_) => return Ok(buf.freeze()),
+        let done = scan.scan(&buf);
+        if scan.headers() > l.headers {
+            return Err(NoHead::Refused {
+                status: 431,
+                limit: "headers",
+            });
+        }
+        match done {
+            Some(len) if len > l.header_bytes => {
+                return Err(NoHead::Refused {
+                    status: 431,
+                    limit: "header_bytes",
+                })
             }
+            // Pingora parses it (and answers a malformed one).
+            Some(_) => return Ok(buf.freeze()),
+            None => {}
         }
         if buf.len() > l.header_bytes {
             return Err(NoHead::Refused {
@@ -419,7 +416,6 @@ async fn read_head<S: AsyncRead + Unpin>(
                 limit: "header_bytes",
             });
         }
-        scanned = buf.len().saturating_sub(3);
         let more = (room - buf.len()) as u64;
         let mut limited = (&mut *stream).take(more);
         match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
@@ -435,9 +431,53 @@ async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
-/// Whether `bytes` hold the empty line that ends a head (CRLF or bare LF line ends).
-fn head_ends(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
+/// How far a request head has been scanned, a read at a time: its lines are only counted (the
+/// head is parsed once, by Pingora), which bounds `headers` at least as strictly as a parse
+/// would (a header takes a line at least).
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// Where the request line starts: after the empty lines a client may send first (as the
+    /// parser skips them); `None` until a byte other than CR or LF came.
+    start: Option<usize>,
+    /// Where the current line starts.
+    line: usize,
+    /// How far the current line has been searched for its end (each byte is looked at once,
+    /// however the head is split into reads).
+    scanned: usize,
+    /// The lines ended so far (the request line, then one per header).
+    lines: usize,
+}
+
+impl HeadScan {
+    /// Scans what `buf` holds beyond the last call: the head's length once its empty line
+    /// (CRLF or a bare LF) has come.
+    fn scan(&mut self, buf: &[u8]) -> Option<usize> {
+        if self.start.is_none() {
+            let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+            self.start = Some(start);
+            self.line = start;
+            self.scanned = start;
+        }
+        loop {
+            let Some(i) = buf.get(self.scanned..)?.iter().position(|&b| b == b'\n') else {
+                self.scanned = buf.len();
+                return None;
+            };
+            let end = self.scanned + i;
+            let empty = end == self.line || (end == self.line + 1 && buf[self.line] == b'\r');
+            self.line = end + 1;
+            self.scanned = self.line;
+            if empty {
+                return Some(self.line);
+            }
+            self.lines += 1;
+        }
+    }
+
+    /// The header lines seen so far.
+    fn headers(&self) -> usize {
+        self.lines.saturating_sub(1)
+    }
 }
 
 /// HTTP/2 settings for the agents' listener: the header list bounded by `header_bytes` (the h2
@@ -566,6 +606,10 @@ mod tests {
             ("one huge header", b"GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", Err(NoHead::Refused { status: 431, limit: "header_bytes" })),
             ("closed mid-head", b"GET / HTTP/1.1\r\n", Err(NoHead::Closed)),
             ("closed at once", b"", Err(NoHead::Closed)),
+            ("empty lines first", b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")),
+            ("empty lines, then closed", b"\r\n\r\n\n", Err(NoHead::Closed)),
+            ("too many headers, head not ended", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n", Err(NoHead::Refused { status: 431, limit: "headers" })),
+            ("as many headers as allowed", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\n\r\n", Ok(b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\n\r\n")),
         ];
         for (name, input, want) in cases {
             let mut r: &[u8] = input;
@@ -576,5 +620,32 @@ mod tests {
                 (g, w) => panic!("{name}: got {g:?}, want {w:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_head_split_into_reads_is_scanned_the_same() {
+        let head = b"\r\nGET /x HTTP/1.1\r\nHost: a\r\nB: \r\n\nrest";
+        let whole = {
+            let mut s = HeadScan::default();
+            (s.scan(head), s.headers())
+        };
+        assert_eq!(whole, (Some(head.len() - 4), 2));
+        for split in 0..head.len() {
+            let mut s = HeadScan::default();
+            let first = s.scan(&head[..split]);
+            let got = first.or_else(|| s.scan(head));
+            assert_eq!((got, s.headers()), whole, "split at {split}");
+        }
+        // Byte by byte, each byte is looked at once: the scan position only moves forward.
+        let mut s = HeadScan::default();
+        let mut got = None;
+        for n in 1..=head.len() {
+            got = s.scan(&head[..n]);
+            assert!(s.scanned <= n, "at {n}");
+            if got.is_some() {
+                break;
+            }
+        }
+        assert_eq!((got, s.headers()), whole);
     }
 }

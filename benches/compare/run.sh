@@ -60,6 +60,15 @@ chmod 755 "$work"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # What is still up after 3 s is killed: the Pingora passthrough answers SIGTERM with a
+    # graceful shutdown that waits out its grace period (5 minutes).
+    for _ in $(seq 30); do
+        alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -183,7 +192,10 @@ pids+=("$ng_pid")
 
 gw=$(free_port)
 gws=$(free_port)
+gw_admin=$(free_port)
 cat >"$work/gw.yaml" <<YAML
+admin:
+  address: 127.0.0.1:$gw_admin
 listeners:
   - name: plain
     address: 127.0.0.1:$gw
@@ -351,20 +363,26 @@ done
 
 soak=""
 if [ "$SOAK_SECS" -gt 0 ]; then
-    log "soak: small requests through the gateway for ${SOAK_SECS}s, RSS every 5 s"
+    log "soak: small requests through the gateway for ${SOAK_SECS}s, memory every 5 s"
     : >"$work/soak"
+    python3 "$here/memory.py" header >"$work/soak.csv"
     start=$(date +%s)
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SOAK_SECS}s" --timeout 60s -s "$here/wrk.lua" \
         "http://127.0.0.1:$gw/small" >/dev/null &
     soak_pid=$!
     pids+=("$soak_pid")
     while kill -0 "$soak_pid" 2>/dev/null; do
-        sample="$(($(date +%s) - start)) $(awk '/^VmRSS/ { print $2 }' "/proc/$gw_pid/status")"
+        t=$(($(date +%s) - start))
+        sample="$t $(awk '/^VmRSS/ { print $2 }' "/proc/$gw_pid/status")"
         echo "$sample" >>"$work/soak"
+        # smaps_rollup and the allocator's own statistics (`slapenir_allocator_bytes`).
+        echo "$t,$(python3 "$here/memory.py" sample "$gw_pid" "$gw_admin")" >>"$work/soak.csv"
         log "soak: second and RSS KiB: $sample"
         sleep 5
     done
     soak=$(py slope "$work/soak")
+    # The memory curve and its slopes (whole soak, last 20 minutes), printed after the report.
+    python3 "$here/memory.py" report "$work/soak.csv" 1200 >"$work/soak.md"
 fi
 
 ceil_memcpy=$(taskset -c "$LOAD_CPU" python3 "$here/helpers.py" memcpy)
@@ -381,3 +399,7 @@ ceil_tcp=$(python3 "$here/helpers.py" loopback 3)
     printf 'scrub\t%s\n' "$scrub"
 } >"$work/meta"
 py report "$results" "$work/meta" "$SOAK_SECS"
+if [ -s "$work/soak.md" ]; then
+    printf '\n### The soak: memory every 5 s (smaps_rollup, allocator)\n\n'
+    cat "$work/soak.md"
+fi
