@@ -96,6 +96,10 @@ def idle(host, port, n, pid, admin_port, tls):
         deltas.append("%s=%.1f" % (name, per))
     print("ok=%d rss_before_kib=%d rss_with_kib=%d per_conn_kib: %s"
           % (ok, before[0], with_them[0], " ".join(deltas)))
+    if ok != n:
+        # Per-connection numbers over refused connections mean nothing (a per-client
+        # `connections` limit, for one).
+        sys.exit("only %d of %d idle connections were answered 200" % (ok, n))
 
 
 def fit(pts):

@@ -130,6 +130,10 @@ credentials:
 routes:
   - host: bench.test
     upstream: up
+limits:
+  per_client:            # every bench client is one source address
+    connections: unlimited
+    streams: unlimited
 YAML
     RUST_LOG=error taskset -c "$PROXY_CPU" "${bins[$i]}" run --config "$work/gw$i.yaml" \
         >/dev/null 2>"$work/gw$i.err" &
