@@ -5,6 +5,7 @@
 
 pub mod client;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::config::limits::Limits;
@@ -34,21 +35,13 @@ pub const LIMITS: &[&str] = &[
 
 /// The name a client's limits are kept under: the first of its certificate's names (common name,
 /// then SANs) that `limits.clients` names; else its common name or first SAN; else, on a
-/// listener without client certificates, its source IP address; else `unknown`.
-pub fn client_key(
-    identity: Option<&ClientIdentity>,
-    peer: Option<IpAddr>,
-    limits: &Limits,
-) -> String {
-    client_key_ref(identity, peer, limits).into_owned()
-}
-
-/// [`client_key`], borrowed when it is a certificate name (no allocation per request).
-pub fn client_key_ref<'a>(
+/// listener without client certificates, its source IP address; else `unknown`. Borrowed when it
+/// is a certificate name (no allocation per request).
+pub fn client_key<'a>(
     identity: Option<&'a ClientIdentity>,
     peer: Option<IpAddr>,
     limits: &Limits,
-) -> std::borrow::Cow<'a, str> {
+) -> Cow<'a, str> {
     if let Some(id) = identity {
         let named = id
             .common_name
@@ -56,10 +49,10 @@ pub fn client_key_ref<'a>(
             .chain(id.sans.iter())
             .find(|n| limits.clients.contains_key(n.as_str()));
         if let Some(n) = named.or(id.common_name.as_ref()).or(id.sans.first()) {
-            return std::borrow::Cow::Borrowed(n.as_str());
+            return Cow::Borrowed(n.as_str());
         }
     }
-    std::borrow::Cow::Owned(match peer {
+    Cow::Owned(match peer {
         Some(ip) => ip.to_canonical().to_string(),
         None => "unknown".to_owned(),
     })

@@ -436,9 +436,9 @@ async fn read_head<S: AsyncRead + Unpin>(
 /// would (a header takes a line at least).
 #[derive(Debug, Default)]
 struct HeadScan {
-    /// Where the request line starts: after the empty lines a client may send first (as the
-    /// parser skips them); `None` until a byte other than CR or LF came.
-    start: Option<usize>,
+    /// Whether the request line has started: the empty lines a client may send first are
+    /// skipped (as the parser skips them) until a byte other than CR or LF comes.
+    started: bool,
     /// Where the current line starts.
     line: usize,
     /// How far the current line has been searched for its end (each byte is looked at once,
@@ -452,9 +452,9 @@ impl HeadScan {
     /// Scans what `buf` holds beyond the last call: the head's length once its empty line
     /// (CRLF or a bare LF) has come.
     fn scan(&mut self, buf: &[u8]) -> Option<usize> {
-        if self.start.is_none() {
+        if !self.started {
             let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-            self.start = Some(start);
+            self.started = true;
             self.line = start;
             self.scanned = start;
         }

@@ -17,6 +17,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/compare/lib.sh
+. "$here/lib.sh"
 [ $# -eq 2 ] || { echo "usage: $0 BASE_BIN NEW_BIN" >&2; exit 2; }
 base=$1 new=$2
 for b in "$base" "$new"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }; done
@@ -32,17 +34,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    # What is still up after 3 s is killed: the Pingora passthrough answers SIGTERM with a
-    # graceful shutdown that waits out its grace period (5 minutes).
-    for _ in $(seq 30); do
-        alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_pids "${pids[@]}"
     rm -rf "$work"
 }
 trap cleanup EXIT

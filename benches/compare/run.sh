@@ -23,6 +23,8 @@
 # lines (stdout) go to /dev/null.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/compare/lib.sh
+. "$here/lib.sh"
 root=$(cd "$here/../.." && pwd)
 
 quick=0
@@ -59,17 +61,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    # What is still up after 3 s is killed: the Pingora passthrough answers SIGTERM with a
-    # graceful shutdown that waits out its grace period (5 minutes).
-    for _ in $(seq 30); do
-        alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_pids "${pids[@]}"
     rm -rf "$work"
 }
 trap cleanup EXIT

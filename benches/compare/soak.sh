@@ -18,6 +18,8 @@
 # the echo module, wrk, taskset, python3.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/compare/lib.sh
+. "$here/lib.sh"
 [ $# -ge 1 ] || { echo "usage: $0 NAME=BIN [NAME=BIN ...]" >&2; exit 2; }
 SOAK_SECS=${SOAK_SECS:-1800}
 WARM_SECS=${WARM_SECS:-20}
@@ -39,8 +41,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_pids "${pids[@]}"
     [ -n "${OUT:-}" ] && { mkdir -p "$OUT"; cp "$work"/*.csv "$work"/*.idle "$OUT"/ 2>/dev/null || true; }
     rm -rf "$work"
 }

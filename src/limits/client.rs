@@ -12,7 +12,6 @@
 //! Memory is bounded: a client key with nothing held and an idle bucket is forgotten once the
 //! registry holds [`MAX_TRACKED`] keys, so a flood of source addresses cannot grow it.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -245,15 +244,6 @@ fn peek(key: &str) -> Option<Arc<ClientState>> {
         .cloned()
 }
 
-/// The key of a client (see [`super::client_key`]), borrowed when it is a certificate name.
-fn key<'a>(
-    identity: Option<&'a ClientIdentity>,
-    peer: Option<IpAddr>,
-    limits: &Limits,
-) -> Cow<'a, str> {
-    super::client_key_ref(identity, peer, limits)
-}
-
 /// A limit that refused a connection or a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
@@ -295,8 +285,7 @@ impl Limited {
     }
 }
 
-/// Counts a hit (the metric, and an audit line at most once a second per client) that refuses
-/// something: the refusal, answered when the client's tarpit says.
+/// Counts a hit that refuses something: the refusal, answered when the client's tarpit says.
 fn refused(
     state: &ClientState,
     key: &str,
@@ -304,29 +293,18 @@ fn refused(
     limit: &'static str,
     wait: Duration,
 ) -> Limited {
-    let answer_at = hit(state, key, policy, limit, true);
-    Limited::new(limit, wait, answer_at.unwrap_or_else(Instant::now))
+    hit(state, key, policy, limit);
+    let answer_at = state.with_timed(|t, now| t.tarpit(now));
+    Limited::new(limit, wait, answer_at)
 }
 
-/// Counts a hit: the metric, and an audit line at most once a second per client; with
-/// `refusal`, also the moment the refusal is answered (the client's tarpit).
-fn hit(
-    state: &ClientState,
-    key: &str,
-    policy: &Policy,
-    limit: &'static str,
-    refusal: bool,
-) -> Option<Instant> {
+/// Counts a hit: the metric, and an audit line at most once a second per client.
+fn hit(state: &ClientState, key: &str, policy: &Policy, limit: &'static str) {
     let label = super::client_label(key, &policy.config.limits, &policy.clients);
     crate::metrics::limited(label, limit);
-    let (write, answer_at) = state.with_timed(|t, now| {
-        let answer_at = refusal.then(|| t.tarpit(now));
-        (audit_due(t, now), answer_at)
-    });
-    if let Some(hits) = write {
+    if let Some(hits) = state.with_timed(audit_due) {
         crate::audit::log_limited(key, limit, hits);
     }
-    answer_at
 }
 
 /// Counts one hit towards the client's next audit line: the hits to write now, if one is due.
@@ -360,7 +338,7 @@ pub fn admit_connection(
     peer: Option<IpAddr>,
 ) -> Result<ConnectionUse, Limited> {
     let limits = &policy.config.limits;
-    let key = key(identity, peer, limits);
+    let key = super::client_key(identity, peer, limits);
     let state = state(&key);
     let max = Counter::Connections.max(limits.for_client(&key));
     match hold(&state, Counter::Connections, max) {
@@ -434,7 +412,7 @@ impl RequestUse {
         over_limit: bool,
     ) -> Result<(), Limited> {
         let limits = &policy.config.limits;
-        let key = key(identity, peer, limits);
+        let key = super::client_key(identity, peer, limits);
         let state = state(&key);
         if over_limit {
             return Err(refused(&state, &key, policy, "connections", Duration::ZERO));
@@ -469,7 +447,7 @@ impl RequestUse {
         let wait = state.with_timed(|t, now| t.body.spend(rate as f64, bytes as f64, now));
         if !wait.is_zero() && !self.paced {
             self.paced = true;
-            hit(state, key, policy, "body_bytes_per_second", false);
+            hit(state, key, policy, "body_bytes_per_second");
         }
         wait
     }
