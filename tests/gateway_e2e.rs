@@ -442,7 +442,7 @@ async fn ten_thousand_requests_at_concurrency_64() {
         let url = url.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
-            let mut errors = 0;
+            let mut errors = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10_000 {
                 let req = http::Request::get(&url)
                     .header("host", "api.test")
@@ -454,23 +454,29 @@ async fn ten_thousand_requests_at_concurrency_64() {
                         let ok = resp.status() == 200
                             && resp.headers().get("x-t").map(|v| v.as_bytes())
                                 == Some(DUMMY.as_bytes());
+                        let status = resp.status();
                         use http_body_util::BodyExt;
-                        let _ = resp.into_body().collect().await;
+                        let body = resp.into_body().collect().await;
                         if !ok {
-                            errors += 1;
+                            let text = body
+                                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                                .unwrap_or_default();
+                            errors.push(format!("status {status}: {text}"));
+                        } else if let Err(e) = body {
+                            errors.push(format!("body: {e:?}"));
                         }
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => errors.push(format!("{e:?}")),
                 }
             }
             errors
         }));
     }
-    let mut errors = 0;
+    let mut errors = Vec::new();
     for t in tasks {
-        errors += t.await.unwrap();
+        errors.extend(t.await.unwrap());
     }
-    assert_eq!(errors, 0);
+    assert!(errors.is_empty(), "{} failed: {errors:?}", errors.len());
     let reqs = up.requests();
     assert_eq!(reqs.len(), 10_000);
     assert!(reqs

@@ -388,8 +388,9 @@ pub const OVER_LIMIT_H2_GRACE: Duration = Duration::from_secs(2);
 pub const OVER_LIMIT_DELAY: Duration = Duration::from_secs(1);
 
 /// What one request holds and how it is paced, kept in the proxy's per-request context. Its
-/// stream slot is released by [`RequestUse::release`] (in `logging`) or, on any other path, when
-/// the context is dropped.
+/// stream slot is released by [`RequestUse::release`] before the response's last bytes are
+/// written (so a client that sends its next request as soon as it has read a response finds
+/// the slot free), in `logging`, or, on any other path, when the context is dropped.
 #[derive(Default)]
 pub struct RequestUse {
     client: Option<(Arc<ClientState>, Box<str>)>,

@@ -141,6 +141,7 @@ impl ProxyHttp for Gateway {
         match admitted {
             Ok(()) => Ok(false),
             Err(refusal) => {
+                ctx.limits.release();
                 respond(session, &refusal).await;
                 ctx.refusal = Some(refusal);
                 Ok(true)
@@ -357,13 +358,17 @@ impl ProxyHttp for Gateway {
     }
 
     /// Notes whether the response goes to the client chunked (Pingora has settled the framing
-    /// by now), for [`Self::response_body_filter`].
+    /// by now), for [`Self::response_body_filter`]; gives back the request's `streams` slot
+    /// before a final head without a body goes out.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if !response.status.is_informational() && has_no_body(session, response) {
+            ctx.limits.release();
+        }
         ctx.chunked_response = response
             .headers
             .get_all(http::header::TRANSFER_ENCODING)
@@ -386,6 +391,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            // Before the last bytes go out: a client that reads a whole response and at once
+            // sends its next request (on another connection) finds the slot free.
+            ctx.limits.release();
+        }
         if ws::response_chunk(ctx, body, end_of_stream)? {
             return Ok(None);
         }
@@ -464,6 +474,10 @@ impl ProxyHttp for Gateway {
                 (code, "", msg.to_string())
             }
         };
+        ctx.limits.release();
+        // The connection is not reused after a failure: the answer says so (`Connection:
+        // close`), so a client never sends its next request into a connection being closed.
+        session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
             let refusal = Refusal {
                 status: code,
@@ -797,6 +811,18 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
             crate::status::credential_used(name, "");
         }
     }
+}
+
+/// Whether a final response head is all there is: the answer to `HEAD`, `204`, `304`, or
+/// `Content-Length: 0`. (A body that ends at once without saying so in its head, as an HTTP/2
+/// upstream may send, keeps its slot until `logging`.)
+fn has_no_body(session: &Session, response: &ResponseHeader) -> bool {
+    session.req_header().method == http::Method::HEAD
+        || matches!(response.status.as_u16(), 204 | 304)
+        || response
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
 }
 
 /// Records a refusal (for the answer and the audit line) and turns it into a Pingora error.
