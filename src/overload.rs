@@ -173,6 +173,11 @@ pub fn admit(policy: &ArcSwap<Policy>) -> Result<Admitted, &'static str> {
     Ok(admitted)
 }
 
+/// Agent connections open now (admitted by [`admit`], not yet closed).
+pub fn open_connections() -> u64 {
+    OPEN.load(Ordering::Relaxed)
+}
+
 /// Answers a connection refused by [`admit`] with `503` and closes it.
 pub async fn shed(mut stream: Stream, limit: &'static str) {
     let identity = identity(&stream);
@@ -321,7 +326,7 @@ pub async fn serve_http1(
     let mut settings: Option<HttpPersistentSettings> = None;
     loop {
         let limits = HeadLimits::now(policy);
-        match read_head(&mut *stream, &limits, head_deadline.take()).await {
+        match read_head(&mut *stream, &limits, head_deadline.take(), Some(shutdown)).await {
             Ok(head) => stream.replay(head),
             Err(NoHead::Closed) => return None,
             Err(NoHead::Refused { status, limit }) => {
@@ -339,6 +344,10 @@ pub async fn serve_http1(
         session.set_read_timeout(Some(limits.body_idle));
         session.set_write_timeout(Some(limits.send));
         let reused = proxy.process_new_http(session, shutdown).await?;
+        if *shutdown.borrow() {
+            // Draining: the connection ends with the response that was in flight.
+            return None;
+        }
         let (next, s) = reused.consume();
         settings = s;
         stream = into_prefix(next)?;
@@ -373,15 +382,29 @@ async fn refuse_head(stream: &mut Stream, status: u16, limit: &'static str) {
 }
 
 /// Reads one request head (and whatever follows it in the same reads) under `l`.
-/// `deadline`: when the head must be complete, if its first bytes were read before.
+/// `deadline`: when the head must be complete, if its first bytes were read before. An idle
+/// connection (no byte of a head yet) is closed when `shutdown` says the server is draining.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     l: &HeadLimits,
     deadline: Option<tokio::time::Instant>,
+    shutdown: Option<&ShutdownWatch>,
 ) -> Result<Bytes, NoHead> {
     let mut buf = BytesMut::with_capacity(1024);
     let room = l.header_bytes.saturating_add(1);
-    match tokio::time::timeout(l.idle, (&mut *stream).take(room as u64).read_buf(&mut buf)).await {
+    let mut limited = (&mut *stream).take(room as u64);
+    let first = tokio::time::timeout(l.idle, limited.read_buf(&mut buf));
+    let first = match shutdown {
+        None => first.await,
+        Some(watch) => {
+            let mut watch = watch.clone();
+            tokio::select! {
+                read = first => read,
+                _ = watch.wait_for(|down| *down) => return Err(NoHead::Closed),
+            }
+        }
+    };
+    match first {
         Err(_) => {
             crate::metrics::limited(GATEWAY, "idle_timeout");
             return Err(NoHead::Closed);
@@ -613,7 +636,7 @@ mod tests {
         ];
         for (name, input, want) in cases {
             let mut r: &[u8] = input;
-            let got = read_head(&mut r, &limits(), None).await;
+            let got = read_head(&mut r, &limits(), None, None).await;
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(&g[..], *w, "{name}"),
                 (Err(g), Err(w)) => assert_eq!(&g, w, "{name}"),

@@ -2,20 +2,23 @@
 //! listener per configured address, the admin service — and runs it until SIGTERM (graceful)
 //! or SIGINT (fast).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{ExecutionPhase, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::connect::mint::Minter;
 use crate::connect::GatewayApp;
+use crate::limits::client::Shutdown;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
 use crate::reload::{ConfigReload, Reloader};
@@ -84,14 +87,19 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     }
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        grace_period_seconds: Some(0),
+        // The longest a drain may take (`drain_then_exit` ends it as soon as it is done).
+        grace_period_seconds: Some(DRAIN_MAX.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(policy.clone()));
+    let shutdown = Shutdown::default();
+    let mut proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        Gateway::new(policy.clone(), shutdown.clone()),
+    );
     proxy.h2_options = Some(h2_options);
     let proxy = Arc::new(proxy);
     if minter.is_none() {
@@ -99,7 +107,7 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     }
     let mut proxy = Service::new(
         "slapenir".to_string(),
-        GatewayApp::new(proxy, policy, minter),
+        GatewayApp::new(proxy, policy, minter, shutdown),
     );
     let mut tls_states = Vec::new();
     for l in &listeners {
@@ -159,5 +167,43 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
         log::info!("admin on http://{}", admin.address);
         server.add_service(svc);
     }
+    let phases = server.watch_execution_phase();
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || drain_then_exit(phases))
+        .map_err(|e| format!("cannot start the drain watcher: {e}"))?;
     server.run_forever()
+}
+
+/// How long `SIGTERM` waits for the agents' connections to end: with the runtimes' 5 s to stop
+/// after it, under the 30 s a container stop allows (`containers/compose.yaml`).
+const DRAIN_MAX: Duration = Duration::from_secs(20);
+/// How often a drain looks at the connections still open.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// `SIGTERM` drains: the listeners stop accepting and idle connections are closed (Pingora's
+/// graceful shutdown), requests in flight are answered (refusals in the tarpit at once), and
+/// the process exits as soon as the last agent connection has ended — or after [`DRAIN_MAX`],
+/// when Pingora stops the runtimes and what is left (a long stream, a tunnel) is cut.
+fn drain_then_exit(mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>) {
+    loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+    let open = crate::overload::open_connections();
+    log::info!("draining: {open} agent connection(s) open, waiting at most {DRAIN_MAX:?}");
+    let started = Instant::now();
+    while crate::overload::open_connections() > 0 {
+        if started.elapsed() >= DRAIN_MAX {
+            return;
+        }
+        std::thread::sleep(DRAIN_POLL);
+    }
+    log::info!("drained in {:?}", started.elapsed());
+    let _ = std::io::stdout().lock().flush();
+    let _ = std::io::stderr().lock().flush();
+    std::process::exit(0);
 }

@@ -457,6 +457,21 @@ fn one_client_flooding_does_not_starve_another() {
     );
 }
 
+/// A gateway on a plain listener (its clients are their source addresses) in front of a plain
+/// upstream (`api.test`) and an unreachable one (`down.test`), with `per_client` limits.
+fn plain_gateway(per_client: &str) -> (GatewayProcess, Upstream) {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let config = format!(
+        "listeners:\n  - name: agents\n    address: {{listen}}\n\
+         admin:\n  address: {{admin}}\n\
+         upstreams:\n  api: {{ url: \"{}\" }}\n  down: {{ url: \"http://127.0.0.1:9\" }}\n\
+         routes:\n  - host: api.test\n    upstream: api\n  - host: down.test\n    upstream: down\n\
+         limits:\n  per_client: {per_client}\n",
+        up.url()
+    );
+    (GatewayProcess::start(&config, &[]), up)
+}
+
 /// Reads one HTTP/1.1 response from `r` (to a `HEAD` request when `head`): its status and
 /// whether the gateway closes the connection after it.
 fn read_response(r: &mut impl std::io::BufRead, head: bool) -> (u16, bool) {
@@ -514,16 +529,7 @@ fn a_client_at_its_streams_limit_is_never_refused_for_the_previous_response() {
     use std::io::{BufReader, Write};
     use std::net::TcpStream;
     let _turn = TURNS.read().unwrap_or_else(|e| e.into_inner());
-    let up = Upstream::start(UpstreamKind::Plain);
-    let config = format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n\
-         admin:\n  address: {{admin}}\n\
-         upstreams:\n  api: {{ url: \"{}\" }}\n  down: {{ url: \"http://127.0.0.1:9\" }}\n\
-         routes:\n  - host: api.test\n    upstream: api\n  - host: down.test\n    upstream: down\n\
-         limits:\n  per_client: {{ streams: 1 }}\n",
-        up.url()
-    );
-    let gw = GatewayProcess::start(&config, &[]);
+    let (gw, _up) = plain_gateway("{ streams: 1 }");
     let kinds: [(&str, &str, &str); 6] = [
         ("GET", "api.test", "/body?text=abc&len=2000"),
         ("GET", "api.test", "/chunked?text=abcdef&parts=3"),
@@ -562,4 +568,60 @@ fn a_client_at_its_streams_limit_is_never_refused_for_the_previous_response() {
         "{} of 1800 refused: {refused:?}",
         refused.len()
     );
+}
+
+/// Refusals waiting in the tarpit are answered when the gateway begins to shut down, not cut off
+/// when it exits: 99 requests over `requests_per_second` (one connection each) are queued to be
+/// answered over the next ten seconds, the gateway gets SIGTERM, and every one gets its `429`.
+/// (Before, the proxy's tarpit ignored the shutdown: the process exited after its 5 s grace
+/// with about 60 of them unanswered.)
+#[test]
+fn a_shutdown_answers_the_refusals_in_the_tarpit() {
+    use std::io::{BufReader, Write};
+    use std::net::TcpStream;
+    let _turn = TURNS.read().unwrap_or_else(|e| e.into_inner());
+    let (gw, _up) = plain_gateway("{ requests_per_second: 0.01, burst: 1 }");
+    let mut conns: Vec<BufReader<TcpStream>> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.listen).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: api.test\r\n\r\n")
+                .unwrap();
+            BufReader::new(s)
+        })
+        .collect();
+    let metric = "slapenir_limited_total{client=\"other\",limit=\"requests_per_second\"} ";
+    let metrics = || {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://{}/metrics", gw.admin)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "99 refusals counted",
+        || {
+            metrics()
+                .lines()
+                .any(|l| l.strip_prefix(metric) == Some("99"))
+                .then_some(())
+        },
+        || metrics(),
+    );
+    gw.signal("TERM");
+    let mut statuses = std::collections::BTreeMap::new();
+    for conn in &mut conns {
+        let mut line = String::new();
+        let status = match std::io::BufRead::read_line(conn, &mut line) {
+            Ok(n) if n > 0 => line.split_whitespace().nth(1).unwrap_or("?").to_owned(),
+            Ok(_) => "closed unanswered".to_owned(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<String, i32> =
+        [("200".to_owned(), 1), ("429".to_owned(), 99)].into();
+    assert_eq!(statuses, expected, "gateway:\n{}", gw.stderr());
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::gateway::GatewayProcess;
 use common::upstream::{reversed, BodyRecorder, Upstream, UpstreamKind};
+use common::wait::wait_for;
 
 const DUMMY: &str = "sk-dummy-openai";
 /// Longer than its dummy, so every rewrite changes lengths (the harder framing case).
@@ -722,4 +723,81 @@ fn regression_small_chunked_response_leaves_in_one_segment() {
     for line in lines {
         assert_eq!(line, "1 chunked", "data segments per response: {line}");
     }
+}
+
+/// `SIGTERM` drains: a response streaming when it comes is finished whole, an idle kept-alive
+/// connection is closed, no new connection is accepted, and the gateway exits (status 0) as soon
+/// as the last connection has ended — not after its longest drain (20 s). (Before, the grace
+/// period was 0: the streaming response was cut at once.)
+#[test]
+fn sigterm_finishes_the_responses_in_flight_then_exits() {
+    use std::io::BufRead;
+    let up = Upstream::start(UpstreamKind::Plain);
+    let mut gw = gateway_for(&up);
+    let connect = || {
+        let s = TcpStream::connect(gw.listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        std::io::BufReader::new(s)
+    };
+    // An idle kept-alive connection, one request answered.
+    let mut idle = connect();
+    idle.get_mut()
+        .write_all(b"GET /status/204 HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    let mut line = String::new();
+    idle.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 204"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        idle.read_line(&mut line).unwrap();
+    }
+    // A response of 20 events 100 ms apart, its head read.
+    let mut streaming = connect();
+    streaming
+        .get_mut()
+        .write_all(b"GET /sse?n=20&interval_ms=100&text=tick HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    line.clear();
+    streaming.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+
+    gw.signal("TERM");
+    wait_for(
+        Duration::from_secs(1),
+        Duration::from_millis(10),
+        "the listener to close while the response streams",
+        || TcpStream::connect(gw.listen).is_err().then_some(()),
+        String::new,
+    );
+    let mut rest = Vec::new();
+    streaming.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert_eq!(
+        rest.matches("tick").count(),
+        20,
+        "every event arrived: {rest}"
+    );
+    assert!(
+        rest.ends_with("0\r\n\r\n"),
+        "the response ended whole: {rest}"
+    );
+    let mut after = Vec::new();
+    assert_eq!(
+        idle.read_to_end(&mut after).unwrap_or(0),
+        0,
+        "the idle connection was closed unanswered"
+    );
+    let status = wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        "the gateway to exit once drained",
+        || gw.try_exit(),
+        || "still running".to_owned(),
+    );
+    assert!(status.success(), "{status:?}\n{}", gw.stderr());
+    assert!(
+        TcpStream::connect(gw.listen).is_err(),
+        "nothing listens any more"
+    );
+    assert!(gw.stderr().contains("drained in"), "{}", gw.stderr());
 }

@@ -629,7 +629,11 @@ fn real_values_from_the_agent_are_refused_everywhere() {
     let query_pct = format!("https://api.test/echo?q={pct}");
     let path_real = format!("https://api.test/x/{OPENAI_REAL}");
     let other_real = format!("X-Leak: {FOREIGN_REAL}");
-    // (what, agent, url, curl arguments)
+    // (what, agent, url, curl arguments). Bodies go to `/sink`, which reads the whole request
+    // before it answers, as an API does: `/echo` answers at once, and when its `200` has
+    // reached the agent before the key's chunk is read, the refusal can only cut the response
+    // (the key still never reaches the upstream; that case is
+    // `a_refused_body_after_an_early_answer_cuts_it`).
     let cases: Vec<(&str, &str, &str, Vec<&str>)> = vec![
         (
             "Authorization, own upstream",
@@ -661,19 +665,19 @@ fn real_values_from_the_agent_are_refused_everywhere() {
         (
             "body",
             "agent-1",
-            "https://api.test/echo",
+            "https://api.test/sink",
             vec!["--data-binary", &body_plain],
         ),
         (
             "body, base64",
             "agent-1",
-            "https://api.test/echo",
+            "https://api.test/sink",
             vec!["--data-binary", &body_b64],
         ),
         (
             "body, JSON escapes",
             "agent-1",
-            "https://api.test/echo",
+            "https://api.test/sink",
             vec!["--data-binary", &body_json],
         ),
         (
@@ -870,4 +874,73 @@ fn a_streamed_guess_of_a_real_key_reaches_the_upstream_when_a_wrong_guess_does()
     );
     let all = format!("{}{}", gw.stdout(), gw.stderr());
     assert!(!all.contains(OPENAI_REAL));
+}
+
+/// An upstream that answers before it has read the request body (`/echo` streams the body back
+/// as it comes) gets its `200` to the agent first; a real value in a later body chunk is still
+/// refused: the response is cut (its last chunk never comes), the upstream never gets the value
+/// nor a complete request, and the agent never sees the value. First: the same bytes sent
+/// without the gateway reach the upstream and come back whole.
+#[test]
+fn a_refused_body_after_an_early_answer_cuts_it() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = GatewayProcess::start(
+        &format!(
+            "listeners:\n  - name: agents\n    address: {{listen}}\n\
+             admin:\n  address: {{admin}}\n\
+             upstreams:\n  api: {{ url: \"{}\" }}\n\
+             credentials:\n  openai:\n    dummy: {OPENAI_DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n\
+             routes:\n  - host: api.test\n    upstream: api\n",
+            up.url()
+        ),
+        &[("TEST_OPENAI_KEY", OPENAI_REAL)],
+    );
+    let second = format!("note {OPENAI_REAL}");
+    // Sends the head and a first chunk, waits for the answer's head, then sends the chunk
+    // with the key and the end; returns what came back after the head.
+    let exchange = |addr: std::net::SocketAddr| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        while line != "\r\n" {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+        let _ = write!(s, "{:x}\r\n{second}\r\n0\r\n\r\n", second.len());
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+    let direct = exchange(up.addr());
+    assert!(direct.contains(OPENAI_REAL), "the control: {direct}");
+    assert!(direct.ends_with("0\r\n\r\n"), "the control: {direct}");
+
+    let before = up.requests().len();
+    let through = exchange(gw.listen);
+    assert!(!through.contains(OPENAI_REAL), "{through}");
+    assert!(
+        !through.ends_with("0\r\n\r\n"),
+        "the response is cut: {through}"
+    );
+    let seen = up.wait_for_requests_blocking(before + 1, Duration::from_secs(10));
+    let r = &seen[before];
+    assert!(!r.body.complete, "a complete request reached the upstream");
+    assert!(!any_decoding_holds(
+        r.body.bytes.as_deref().unwrap_or_default(),
+        OPENAI_REAL.as_bytes()
+    ));
+    assert!(
+        gw.stdout()
+            .contains(r#""refusal":"real_secret_from_agent""#),
+        "{}",
+        gw.stdout()
+    );
 }

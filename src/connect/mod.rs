@@ -33,7 +33,7 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::limits::client::{
-    refusal_bytes, ConnectionUse, Limited, OverLimit, OVER_LIMIT_H2_GRACE,
+    refusal_bytes, ConnectionUse, Limited, OverLimit, Shutdown, OVER_LIMIT_H2_GRACE,
 };
 use crate::policy::Policy;
 use crate::proxy::Gateway;
@@ -63,6 +63,8 @@ pub struct GatewayApp {
     proxy: Arc<HttpProxy<Gateway>>,
     policy: Arc<ArcSwap<Policy>>,
     minter: Option<Arc<Minter>>,
+    /// Shared with the proxy, whose hooks get no shutdown watch of their own.
+    shutdown: Shutdown,
 }
 
 impl GatewayApp {
@@ -70,11 +72,13 @@ impl GatewayApp {
         proxy: Arc<HttpProxy<Gateway>>,
         policy: Arc<ArcSwap<Policy>>,
         minter: Option<Arc<Minter>>,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             proxy,
             policy,
             minter,
+            shutdown,
         }
     }
 }
@@ -86,6 +90,7 @@ impl ServerApp for GatewayApp {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.shutdown.note(shutdown);
         let _admitted = match crate::overload::admit(&self.policy) {
             Ok(a) => a,
             Err(limit) => {
@@ -185,11 +190,7 @@ fn admit_connection(policy: &Policy, stream: &Stream) -> Result<ConnectionUse, L
 /// A `429` written raw for a connection or `CONNECT` over a client limit (pre-built bytes),
 /// when the client's tarpit says (or at once when the gateway shuts down).
 async fn refuse_over_limit(stream: &mut Stream, limited: &Limited, shutdown: &ShutdownWatch) {
-    let mut shutdown = shutdown.clone();
-    tokio::select! {
-        _ = tokio::time::sleep_until(limited.answer_at.into()) => {}
-        _ = shutdown.changed() => {}
-    }
+    crate::limits::client::tarpit(limited.answer_at, Some(shutdown)).await;
     crate::metrics::refusal("client_limit");
     let _ = stream.write_all(refusal_bytes(limited)).await;
     let _ = stream.flush().await;

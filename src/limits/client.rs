@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
+use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 
 use crate::config::limits::{ClientLimits, Limits};
@@ -386,6 +387,40 @@ pub const OVER_LIMIT_H2_GRACE: Duration = Duration::from_secs(2);
 
 /// The least time a refusal waits for its answer in the tarpit: its `Retry-After`.
 pub const OVER_LIMIT_DELAY: Duration = Duration::from_secs(1);
+
+/// The server's shutdown signal, for the tarpit in the proxy's hooks (which get no
+/// `ShutdownWatch`): the listener notes the watch it is given with each connection.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<OnceLock<ShutdownWatch>>);
+
+impl Shutdown {
+    /// Keeps `watch` (the first one: every listener is given the same).
+    pub fn note(&self, watch: &ShutdownWatch) {
+        if self.0.get().is_none() {
+            let _ = self.0.set(watch.clone());
+        }
+    }
+
+    /// Waits for a refusal's turn in the tarpit (`answer_at`), or until the server begins to
+    /// shut down: the refusal is answered then, not cut off when the process exits.
+    pub async fn tarpit(&self, answer_at: Instant) {
+        tarpit(answer_at, self.0.get()).await;
+    }
+}
+
+/// [`Shutdown::tarpit`] with the watch at hand.
+pub async fn tarpit(answer_at: Instant, shutdown: Option<&ShutdownWatch>) {
+    let sleep = tokio::time::sleep_until(answer_at.into());
+    let Some(watch) = shutdown else {
+        return sleep.await;
+    };
+    let mut watch = watch.clone();
+    tokio::select! {
+        () = sleep => {}
+        // Also when the server is gone (its sender dropped): nothing to wait for then.
+        _ = watch.wait_for(|down| *down) => {}
+    }
+}
 
 /// What one request holds and how it is paced, kept in the proxy's per-request context. Its
 /// stream slot is released by [`RequestUse::release`] before the response's last bytes are

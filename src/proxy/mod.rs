@@ -33,7 +33,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::audit;
 use crate::connect::stream::PrefixStream;
 use crate::connect::TunnelInfo;
-use crate::limits::client::{Limited, OverLimit, RequestUse};
+use crate::limits::client::{Limited, OverLimit, RequestUse, Shutdown};
 use crate::metrics;
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
@@ -43,12 +43,14 @@ use response::{BodyError, BodyScrubber};
 /// The gateway: the current policy, swapped atomically on reload.
 pub struct Gateway {
     policy: Arc<ArcSwap<Policy>>,
+    /// Ends the tarpit of refusals when the server shuts down.
+    shutdown: Shutdown,
 }
 
 impl Gateway {
     /// A gateway serving `policy` (and whatever is later stored into it).
-    pub fn new(policy: Arc<ArcSwap<Policy>>) -> Self {
-        Self { policy }
+    pub fn new(policy: Arc<ArcSwap<Policy>>, shutdown: Shutdown) -> Self {
+        Self { policy, shutdown }
     }
 }
 
@@ -128,6 +130,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if let Err(limited) = admit_limits(session, ctx) {
+            self.shutdown.tarpit(limited.answer_at).await;
             respond_limited(session, &limited).await;
             ctx.refusal = Some(Refusal::new(429, "client_limit", String::new()));
             return Ok(true);
@@ -538,14 +541,13 @@ fn admit_limits(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Lim
     ctx.limits.admit(&ctx.policy, identity, peer, over_limit)
 }
 
-/// Answers a request refused by a client limit: `429` with `Retry-After`.
+/// Answers a request refused by a client limit: `429` with `Retry-After`. The caller has held
+/// it in the tarpit first, as for connections over the limit
+/// (`limits::client::TARPIT_RELEASES_PER_SECOND`): a client that retries at once would
+/// otherwise have the gateway answer 429s as fast as it can send (tens of thousands a second
+/// from one client in the fairness test), on the CPU other clients are served with; a client
+/// that honours `Retry-After` waits at least as long anyway.
 async fn respond_limited(session: &mut Session, limited: &Limited) {
-    // The tarpit, as for connections over the limit (`limits::client::TARPIT_RELEASES_PER_SECOND`):
-    // a client that retries at once would otherwise have the gateway answer 429s as fast as it
-    // can send (tens of thousands a second from one client in the fairness test), on the CPU
-    // other clients are served with; a client that honours `Retry-After` waits at least as
-    // long anyway.
-    tokio::time::sleep_until(limited.answer_at.into()).await;
     let body = Bytes::from_static(limited.body().as_bytes());
     let Ok(mut resp) = ResponseHeader::build(429, Some(5)) else {
         return;

@@ -152,6 +152,11 @@ impl GatewayProcess {
     }
 
     /// Sends a signal (e.g. `libc::SIGHUP`) with the `kill` command.
+    /// The gateway's exit status, once it has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
