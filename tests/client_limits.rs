@@ -608,7 +608,7 @@ fn a_shutdown_answers_the_refusals_in_the_tarpit() {
                 .any(|l| l.strip_prefix(metric) == Some("99"))
                 .then_some(())
         },
-        || metrics(),
+        metrics,
     );
     gw.signal("TERM");
     let mut statuses = std::collections::BTreeMap::new();
