@@ -232,7 +232,9 @@ async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str, l
         let _ = stream.shutdown().await;
     })
     .await;
-    let mut sink = [0u8; 8192];
+    // On the heap: an array here would be part of every connection's future (this runs inside
+    // the listener's loop), 8 KiB held by each idle connection that is never refused.
+    let mut sink = vec![0u8; 8192];
     let mut left = LINGER_BYTES;
     let _ = tokio::time::timeout(linger, async {
         while left > 0 {
