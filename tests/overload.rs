@@ -515,3 +515,77 @@ fn slow_readers_are_disconnected() {
         );
     }
 }
+
+/// Rewrites the `limits:` section of the gateway's config, sends SIGHUP, and waits until
+/// `/status` shows `connections` as the new limit.
+fn reload_limits(gw: &GatewayProcess, limits: &str, connections: u64) {
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let (head, _) = text.split_once("limits:\n").unwrap();
+    std::fs::write(&gw.config_path, format!("{head}limits:\n{limits}")).unwrap();
+    gw.signal("HUP");
+    wait_status(gw, "the reload", |s| {
+        s["connections_limit"].as_u64() == Some(connections)
+    });
+}
+
+/// One keep-alive request on an open connection: the response head.
+fn request_on(s: &mut TcpStream, extra_headers: &str) -> String {
+    write!(
+        s,
+        "GET /status/200 HTTP/1.1\r\nHost: api.test\r\n{extra_headers}\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A reload changes the gateway-wide limits for what comes next and cuts nothing: with
+/// `connections: 3` and three connections held, a fourth is shed; after a reload to 5 it is
+/// served; after a reload down to 1 (and `headers: 2`) the three held connections are still
+/// served (over the new limit, never cut), their next request is held to the new header count
+/// (`431`), and a new connection is shed.
+#[test]
+fn a_reload_changes_the_gateway_limits_and_cuts_nothing() {
+    let up = Upstream::start(UpstreamKind::Plain);
+    let gw = gateway(&up, "  connections: 3\n");
+    wait_status(&gw, "the readiness probe gone", |s| {
+        s["connections_open"] == 0
+    });
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(&gw)).collect();
+    for s in &mut held {
+        let answer = request_on(s, "");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let shed = get(&gw, "/status/200");
+    assert!(shed.starts_with("HTTP/1.1 503"), "{shed}");
+
+    reload_limits(&gw, "  connections: 5\n", 5);
+    let served = get(&gw, "/status/200");
+    assert!(served.starts_with("HTTP/1.1 200"), "raised: {served}");
+
+    reload_limits(&gw, "  connections: 1\n  headers: 2\n", 1);
+    for s in &mut held {
+        let answer = request_on(s, "X-One: 1\r\n");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "held, lowered: {answer}"
+        );
+    }
+    let shed = get(&gw, "/status/200");
+    assert!(shed.starts_with("HTTP/1.1 503"), "lowered: {shed}");
+    assert_eq!(
+        admin_status(&gw)["gateway_limits"]["connections_open"],
+        3,
+        "the held connections are all still open"
+    );
+    let over = request_on(&mut held[0], "X-One: 1\r\nX-Two: 2\r\n");
+    assert!(over.starts_with("HTTP/1.1 431"), "headers lowered: {over}");
+}
