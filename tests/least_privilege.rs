@@ -923,7 +923,10 @@ fn a_refused_body_after_an_early_answer_cuts_it() {
     assert!(direct.contains(OPENAI_REAL), "the control: {direct}");
     assert!(direct.ends_with("0\r\n\r\n"), "the control: {direct}");
 
-    let before = up.requests().len();
+    // The upstream records a request after its response has ended: wait for the control's.
+    let before = up
+        .wait_for_requests_blocking(1, Duration::from_secs(10))
+        .len();
     let through = exchange(gw.listen);
     assert!(!through.contains(OPENAI_REAL), "{through}");
     assert!(
