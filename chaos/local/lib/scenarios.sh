@@ -414,8 +414,10 @@ sys.stdout.write(opener.open(sys.argv[1], timeout=5).read().decode())' \
     [ "${#leaks[@]}" = 0 ] || fail "the real secret appears in: ${leaks[*]}"
     echoes=$(grep -cF "Bearer $DUMMY" "$RESPONSES" || true)
     [ "$echoes" -gt 0 ] || fail "no echoed credential in the agent's responses: the check proves nothing"
+    # The agent keeps calling while this runs: count only the lines complete now (the last one
+    # may be half written), the same lines for both counts.
     upstream_total=$(wc -l <"$UP_LOG")
-    upstream_real=$(grep -c '"auth": "real"' "$UP_LOG" || true)
+    upstream_real=$(head -n "$upstream_total" "$UP_LOG" | grep -c '"auth": "real"' || true)
     [ "$upstream_total" = "$upstream_real" ] \
         || fail "$((upstream_total - upstream_real)) of $upstream_total requests reached the upstream without the real secret"
     record - - - - - \
