@@ -326,9 +326,17 @@ pub async fn serve_http1(
 ) -> Option<Stream> {
     let mut stream = into_prefix(stream)?;
     let mut settings: Option<HttpPersistentSettings> = None;
+    // One receiver for the connection's waits on the shutdown.
+    let mut draining = shutdown.clone();
     loop {
         let limits = HeadLimits::now(policy);
-        match read_head(&mut *stream, &limits, head_deadline.take(), Some(shutdown)).await {
+        let head = read_head(
+            &mut *stream,
+            &limits,
+            head_deadline.take(),
+            Some(&mut draining),
+        );
+        match head.await {
             Ok(head) => stream.replay(head),
             Err(NoHead::Closed) => return None,
             Err(NoHead::Refused { status, limit }) => {
@@ -390,7 +398,7 @@ async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     l: &HeadLimits,
     deadline: Option<tokio::time::Instant>,
-    shutdown: Option<&ShutdownWatch>,
+    shutdown: Option<&mut ShutdownWatch>,
 ) -> Result<Bytes, NoHead> {
     let mut buf = BytesMut::with_capacity(1024);
     let room = l.header_bytes.saturating_add(1);
@@ -399,7 +407,6 @@ async fn read_head<S: AsyncRead + Unpin>(
     let first = match shutdown {
         None => first.await,
         Some(watch) => {
-            let mut watch = watch.clone();
             tokio::select! {
                 read = first => read,
                 _ = watch.wait_for(|down| *down) => return Err(NoHead::Closed),

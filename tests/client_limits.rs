@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::client::read_head;
 use common::gateway::GatewayProcess;
 use common::upstream::{Upstream, UpstreamKind};
 use common::wait::wait_for;
@@ -475,21 +476,10 @@ fn plain_gateway(per_client: &str) -> (GatewayProcess, Upstream) {
 /// Reads one HTTP/1.1 response from `r` (to a `HEAD` request when `head`): its status and
 /// whether the gateway closes the connection after it.
 fn read_response(r: &mut impl std::io::BufRead, head: bool) -> (u16, bool) {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line: {line:?}"));
+    let (status, headers) = read_head(r);
     let (mut length, mut chunked, mut close) = (None, false, false);
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end().to_ascii_lowercase();
-        if l.is_empty() {
-            break;
-        }
+    for h in headers {
+        let l = h.to_ascii_lowercase();
         if let Some(v) = l.strip_prefix("content-length:") {
             length = v.trim().parse::<usize>().ok();
         }
@@ -500,6 +490,7 @@ fn read_response(r: &mut impl std::io::BufRead, head: bool) -> (u16, bool) {
         return (status, close);
     }
     if chunked {
+        let mut line = String::new();
         loop {
             line.clear();
             r.read_line(&mut line).unwrap();

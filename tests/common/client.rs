@@ -37,3 +37,24 @@ pub fn rustls_client(root: &Path, cert_key: Option<(&Path, &Path)>) -> Arc<rustl
     cfg.resumption = rustls::client::Resumption::disabled();
     Arc::new(cfg)
 }
+
+/// One HTTP/1.1 response head read by hand from `r`: its status and its header lines (without
+/// their line ends), the blank line after them consumed, the body left unread.
+pub fn read_head(r: &mut impl std::io::BufRead) -> (u16, Vec<String>) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line: {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        match line.trim_end() {
+            "" => return (status, headers),
+            h => headers.push(h.to_owned()),
+        }
+    }
+}
