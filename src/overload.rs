@@ -16,8 +16,9 @@
 //!   replayed to Pingora, with its body-read timeout (`body_idle_timeout`) and write timeout
 //!   (`send_timeout`) set on the session.
 //! - HTTP/2 (where Pingora owns the connection): the header list is bounded by the HTTP/2
-//!   settings ([`h2_options`]: the h2 library answers `431` past it); [`on_request`] applies the
-//!   current `header_bytes`/`headers` and `send_timeout` per request.
+//!   settings ([`h2_options`]: the h2 library answers `431` past it); a connection with no
+//!   stream open is closed after `idle_timeout` ([`h2_server_options`]); [`on_request`] applies
+//!   the current `header_bytes`/`headers` and `send_timeout` per request.
 //! - `request_timeout`: [`body_deadline`], from the request body filter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -517,6 +518,15 @@ impl HeadScan {
 pub fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Options {
     let mut o = pingora::protocols::http::v2::server::default_h2_options();
     o.max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX));
+    o
+}
+
+/// The HTTP/2 connection loop's options: an agent's HTTP/2 connection with no stream open is
+/// closed after `idle_timeout`, as an idle HTTP/1 one is. Read at start (Pingora takes them
+/// when the proxy is built).
+pub fn h2_server_options(limits: &Limits) -> pingora::apps::HttpServerOptions {
+    let mut o = pingora::apps::HttpServerOptions::default();
+    o.h2_idle_timeout = Some(limits.idle_timeout);
     o
 }
 

@@ -54,6 +54,7 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     };
     crate::overload::raise_nofile();
     let h2_options = crate::overload::h2_options(&loaded.config.limits);
+    let h2_server = crate::overload::h2_server_options(&loaded.config.limits);
     let policy = Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))?;
     for c in &policy.config.credentials {
         for v in &c.values {
@@ -101,6 +102,7 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
         Gateway::new(policy.clone(), shutdown.clone()),
     );
     proxy.h2_options = Some(h2_options);
+    proxy.server_options = Some(h2_server);
     let proxy = Arc::new(proxy);
     if minter.is_none() {
         log::info!("no `interception` configured: CONNECT (HTTPS_PROXY) is refused with 501");

@@ -1,6 +1,6 @@
 //! Gateway-wide overload protection (`limits:` connections, fd_reserve, header_bytes, headers
-//! and the timeouts), end to end: the real gateway binary on a plain listener, raw sockets as
-//! the misbehaving agent, a real upstream. Each case runs with the limit set low and with it
+//! and the timeouts), end to end: the real gateway binary on a plain listener (a TLS one for
+//! HTTP/2), raw sockets as the misbehaving agent, a real upstream. Each case runs with the limit set low and with it
 //! set out of reach, so each shows that the bound is the limit's doing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -588,4 +588,119 @@ fn a_reload_changes_the_gateway_limits_and_cuts_nothing() {
     );
     let over = request_on(&mut held[0], "X-One: 1\r\nX-Two: 2\r\n");
     assert!(over.starts_with("HTTP/1.1 431"), "headers lowered: {over}");
+}
+
+/// An agent's idle HTTP/2 connection (TLS, `h2` by ALPN: Pingora runs the connection, not the
+/// HTTP/1 loop that applies `idle_timeout` to heads) is closed `idle_timeout` after its last
+/// stream ended; with the bound out of reach it stays open. Spoken by hand over rustls: the
+/// preface, an empty SETTINGS, one `GET` whose answer is read to its end, then nothing.
+#[test]
+fn idle_http2_connections_are_closed_at_idle_timeout() {
+    use std::sync::Arc;
+    let up = Upstream::start(UpstreamKind::Plain);
+    for (limits, bounded) in [
+        ("  idle_timeout: 1s\n", true),
+        ("  idle_timeout: 60s\n", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
+        let config = format!(
+            "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
+             \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
+             admin:\n  address: {{admin}}\n\
+             upstreams:\n  api:\n    url: {url}\n\
+             routes:\n  - host: api.test\n    upstream: api\n\
+             limits:\n{limits}",
+            c = certs.display(),
+            url = up.url(),
+        );
+        let gw = GatewayProcess::start_in(dir, &config, &[]);
+        let mut cfg = (*common::client::rustls_client(
+            &certs.join("root_ca.crt"),
+            Some((&certs.join("agent-1.crt"), &certs.join("agent-1.key"))),
+        ))
+        .clone();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+        let sock = connect(&gw);
+        // Reads wake up this often to look at their deadline.
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        tls.write_all(&h2_get("/status/200", "api.test")).unwrap();
+        // The answer's frames, up to the one that ends stream 1.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (kind, flags, stream) = h2_frame(&mut tls, deadline).expect("the answer");
+            if stream == 1 && kind <= 1 && flags & 0x1 != 0 {
+                break;
+            }
+        }
+        assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
+        let ended = Instant::now();
+        let closed = loop {
+            match h2_frame(&mut tls, ended + Duration::from_secs(4)) {
+                Ok(_) => continue,
+                Err(closed) => break closed,
+            }
+        };
+        let took = ended.elapsed();
+        if bounded {
+            assert!(closed, "still open after {took:?}");
+            assert!(
+                took >= Duration::from_millis(950) && took < Duration::from_millis(3500),
+                "closed after {took:?}, bound 1 s"
+            );
+        } else {
+            assert!(!closed, "closed after {took:?} with the bound out of reach");
+        }
+    }
+}
+
+/// The client preface, an empty SETTINGS frame and a `GET` of `path` on stream 1 (HPACK:
+/// `:method GET`, `:scheme https` indexed; `:path` and `:authority` literal, not indexed).
+fn h2_get(path: &str, authority: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87];
+    for (index, value) in [(4u8, path), (1, authority)] {
+        block.push(index);
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let len = u32::try_from(block.len()).unwrap().to_be_bytes();
+    // HEADERS, END_STREAM | END_HEADERS, stream 1.
+    out.extend_from_slice(&[len[1], len[2], len[3], 0x1, 0x5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    out
+}
+
+/// Reads one HTTP/2 frame before `deadline`: its type, flags and stream. `Err(true)`: the
+/// connection was closed; `Err(false)`: nothing came in time.
+fn h2_frame(r: &mut impl Read, deadline: Instant) -> Result<(u8, u8, u32), bool> {
+    let mut head = [0u8; 9];
+    read_all_by(r, &mut head, deadline)?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    read_all_by(r, &mut payload, deadline)?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Ok((head[3], head[4], stream))
+}
+
+fn read_all_by(r: &mut impl Read, buf: &mut [u8], deadline: Instant) -> Result<(), bool> {
+    let mut at = 0;
+    while at < buf.len() {
+        if Instant::now() >= deadline {
+            return Err(false);
+        }
+        match r.read(&mut buf[at..]) {
+            Ok(0) => return Err(true),
+            Ok(n) => at += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Err(true),
+        }
+    }
+    Ok(())
 }
