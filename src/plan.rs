@@ -1,6 +1,6 @@
 //! What a reload would change: routes added, removed and changed, upstreams and credentials
 //! added, removed and changed — credentials *rotated* when their real value differs (compared in
-//! constant time, never printed). Used by the reload log line and by
+//! constant time, never printed) — and settings changed (limits, DNS, decoding, rotation). Used by the reload log line and by
 //! `slapenir check --admin ADDR`, which asks the running gateway for the plan of the file on disk.
 //! It also names the credentials whose old real value a reload retires (kept scrubbed from
 //! responses for `rotation.retired_grace`) or drops (see [`crate::retired`]).
@@ -37,8 +37,64 @@ pub struct Plan {
     pub retired: Vec<String>,
     /// Credentials whose retired value is dropped (grace zero, cut or ended, or live again).
     pub retired_dropped: Vec<String>,
-    /// Parts that only a restart applies (listeners, admin, interception).
+    /// Settings changed, by key: `limits.KEY (old → new)`, `limits.per_client`,
+    /// `limits.clients.NAME`, `dns`, `decoding`, `rotation`.
+    pub settings_changed: Vec<String>,
+    /// Parts that only a restart applies (listeners, admin, interception, HTTP/2's header list
+    /// bound and idle timeout).
     pub needs_restart: Vec<String>,
+}
+
+/// `limits:`'s gateway-wide keys with their values, for [`settings_changed`](Plan).
+fn limit_values(l: &crate::config::limits::Limits) -> [(&'static str, String); 9] {
+    [
+        ("connections", l.connections.to_string()),
+        ("fd_reserve", l.fd_reserve.to_string()),
+        ("header_bytes", l.header_bytes.to_string()),
+        ("headers", l.headers.to_string()),
+        ("idle_timeout", format!("{:?}", l.idle_timeout)),
+        ("head_timeout", format!("{:?}", l.head_timeout)),
+        ("body_idle_timeout", format!("{:?}", l.body_idle_timeout)),
+        ("request_timeout", format!("{:?}", l.request_timeout)),
+        ("send_timeout", format!("{:?}", l.send_timeout)),
+    ]
+}
+
+/// What [`Plan::settings_changed`] and the HTTP/2 part of [`Plan::needs_restart`] say.
+fn settings(old: &Config, new: &Config, plan: &mut Plan) {
+    let (ol, nl) = (&old.limits, &new.limits);
+    for ((key, before), (_, after)) in limit_values(ol).into_iter().zip(limit_values(nl)) {
+        if before != after {
+            plan.settings_changed
+                .push(format!("limits.{key} ({before} → {after})"));
+            if matches!(key, "header_bytes" | "idle_timeout") {
+                plan.needs_restart.push(format!("limits.{key} for HTTP/2"));
+            }
+        }
+    }
+    if ol.per_client != nl.per_client {
+        plan.settings_changed.push("limits.per_client".into());
+    }
+    let clients = |c: &Config| -> BTreeMap<String, String> {
+        c.limits
+            .clients
+            .iter()
+            .map(|(k, v)| (k.clone(), format!("{v:?}")))
+            .collect()
+    };
+    let (added, removed, changed) = diff(clients(old), clients(new));
+    for name in added.iter().chain(&removed).chain(&changed) {
+        plan.settings_changed.push(format!("limits.clients.{name}"));
+    }
+    if old.dns != new.dns {
+        plan.settings_changed.push("dns".into());
+    }
+    if old.decoding != new.decoding {
+        plan.settings_changed.push("decoding".into());
+    }
+    if old.rotation != new.rotation {
+        plan.settings_changed.push("rotation".into());
+    }
 }
 
 fn route_key(c: &Config, i: usize) -> (String, String) {
@@ -86,7 +142,7 @@ impl Plan {
                 .iter()
                 .map(|u| {
                     let v = format!(
-                        "{} {} {} {:?} {:?} {:?} {:?} {}",
+                        "{} {} {} {:?} {:?} {:?} {:?} {} {}",
                         u.tls,
                         u.host,
                         u.port,
@@ -94,7 +150,8 @@ impl Plan {
                         u.http_version,
                         u.connect_timeout,
                         u.read_timeout,
-                        u.client_cert.as_ref().map_or(0, |c| c.chain.len())
+                        u.client_cert.as_ref().map_or(0, |c| c.chain.len()),
+                        u.max_connections
                     );
                     (u.name.clone(), v)
                 })
@@ -218,6 +275,7 @@ impl Plan {
         {
             plan.needs_restart.push("interception".into());
         }
+        settings(old, new, &mut plan);
         plan
     }
 
@@ -243,7 +301,7 @@ impl fmt::Display for Plan {
         if self.is_empty() {
             return f.write_str("no changes");
         }
-        let parts: [(&str, &Vec<String>); 16] = [
+        let parts: [(&str, &Vec<String>); 17] = [
             ("routes added", &self.routes_added),
             ("routes removed", &self.routes_removed),
             ("routes changed", &self.routes_changed),
@@ -271,6 +329,7 @@ impl fmt::Display for Plan {
                 &self.retired,
             ),
             ("retired values dropped", &self.retired_dropped),
+            ("settings changed", &self.settings_changed),
             (
                 "needs a restart (not applied by a reload)",
                 &self.needs_restart,
@@ -298,12 +357,56 @@ mod tests {
     use std::path::Path;
 
     fn config(credentials: &str) -> Config {
+        with_sections(&format!("credentials:\n{credentials}"))
+    }
+
+    /// A listener and upstream `a`, then `sections`.
+    fn with_sections(sections: &str) -> Config {
         let text = format!(
-            "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\ncredentials:\n{credentials}"
+            "listeners:\n  - name: l\n    address: 127.0.0.1:1\nupstreams:\n  a:\n    url: http://127.0.0.1:1\n{sections}"
         );
         Config::from_source(&text, "t.yaml", Path::new("."))
             .unwrap()
             .config
+    }
+
+    /// Limits, DNS, decoding, rotation and an upstream's `max_connections` show by key, with
+    /// the old and new values of gateway-wide limits; the HTTP/2 bounds taken at start are named
+    /// as needing a restart.
+    #[test]
+    fn settings_changes_show_by_key() {
+        let old = with_sections("limits:\n  connections: 100\n  clients:\n    agent-1: { streams: 2 }\n    agent-2: { streams: 2 }\n");
+        let new = with_sections(
+            "limits:\n  connections: 50\n  idle_timeout: 5s\n  per_client: { streams: 8 }\n  clients:\n    agent-1: { streams: 3 }\n    agent-3: { streams: 2 }\n\
+             dns:\n  min_ttl: 2s\n\
+             rotation:\n  retired_grace: 1h\n",
+        );
+        let plan = Plan::between(&old, &new);
+        assert_eq!(
+            plan.settings_changed,
+            [
+                "limits.connections (100 → 50)",
+                "limits.idle_timeout (60s → 5s)",
+                "limits.per_client",
+                "limits.clients.agent-3",
+                "limits.clients.agent-2",
+                "limits.clients.agent-1",
+                "dns",
+                "rotation",
+            ]
+        );
+        assert_eq!(plan.needs_restart, ["limits.idle_timeout for HTTP/2"]);
+        let text = plan.to_string();
+        assert!(
+            text.contains("settings changed: limits.connections (100 → 50), "),
+            "{text}"
+        );
+        assert!(Plan::between(&new, &new).is_empty());
+
+        let base = with_sections("");
+        let mut more = base.clone();
+        more.upstreams[0].max_connections += 1;
+        assert_eq!(Plan::between(&base, &more).upstreams_changed, ["a"]);
     }
 
     /// Placement, rules and client identities show by credential name.
