@@ -689,6 +689,28 @@ fn upstream_side_keys_validate() {
             "dns.timeout: must be more than zero",
         ),
         ("unknown key", "dns:\n  ttl: 5s\n", "unknown field `ttl`"),
+        // Accepted before, these overflowed the deadlines computed from them: every request
+        // to the upstream failed unanswered (a panic in its task).
+        (
+            "an absurd connect timeout",
+            "    connect_timeout: 500000000000years\n",
+            "upstreams.a.connect_timeout: must be at most 7 days",
+        ),
+        (
+            "an absurd read timeout",
+            "    read_timeout: 500000000000years\n",
+            "upstreams.a.read_timeout: must be at most 7 days",
+        ),
+        (
+            "an absurd TTL",
+            "dns:\n  max_ttl: 500000000000years\n",
+            "dns.max_ttl: must be at most 7 days",
+        ),
+        (
+            "an absurd stale time",
+            "dns:\n  serve_stale: 500000000000years\n",
+            "dns.serve_stale: must be at most 7 days",
+        ),
     ];
     for (name, extra, fragment) in refused {
         let err = load(extra)

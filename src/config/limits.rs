@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::raw::RawSize;
 use super::swap::Problems;
-use super::{parse_duration, parse_size, YamlPath};
+use super::{parse_duration, parse_size, YamlPath, MAX_TIMEOUT};
 
 /// The gateway's limits (`limits:`).
 #[derive(Debug, Clone, PartialEq)]
@@ -284,8 +284,6 @@ const MIN_HEADER_BYTES: u64 = 1024;
 const MAX_HEADER_BYTES: u64 = 1024 * 1024 - 1;
 /// The HTTP/1 parser underneath reads at most 256 header fields.
 const MAX_HEADERS: u64 = 256;
-/// Longer timeouts are mistakes (and would overflow deadlines computed from them).
-const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// One client's limits at `p`: each key overrides `base`.
 fn client(

@@ -524,6 +524,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The longest duration any key takes (timeouts, TTLs): longer ones are mistakes, and would
+/// overflow the deadlines computed from them (a request would fail, unanswered).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// Parses a duration such as `5s`, `250ms` or `2m`.
 ///
 /// # Errors

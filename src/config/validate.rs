@@ -273,6 +273,10 @@ fn check_dns(r: &mut Report<'_>, v: &Value) -> Option<Dns> {
     let serve_stale = match raw.serve_stale {
         None => Some(default.serve_stale),
         Some(s) => match parse_duration(&s) {
+            Ok(d) if d > MAX_TIMEOUT => {
+                r.error(&p.key("serve_stale"), "must be at most 7 days");
+                None
+            }
             Ok(d) => Some(d),
             Err(m) => {
                 r.error(&p.key("serve_stale"), m);
@@ -748,6 +752,10 @@ fn check_upstream(
     let read_timeout = match raw.read_timeout {
         None => Some(None),
         Some(s) => match parse_duration(&s) {
+            Ok(d) if d > MAX_TIMEOUT => {
+                r.error(&p.key("read_timeout"), "must be at most 7 days");
+                None
+            }
             Ok(d) => Some(Some(d)),
             Err(m) => {
                 r.error(&p.key("read_timeout"), m);
@@ -877,11 +885,15 @@ fn duration_field(
     match v {
         None => Some(default),
         Some(s) => match parse_duration(&s) {
-            Ok(d) if !d.is_zero() => Some(d),
-            Ok(_) => {
+            Ok(d) if d.is_zero() => {
                 r.error(p, "must be more than zero");
                 None
             }
+            Ok(d) if d > MAX_TIMEOUT => {
+                r.error(p, "must be at most 7 days");
+                None
+            }
+            Ok(d) => Some(d),
             Err(m) => {
                 r.error(p, m);
                 None
