@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gateway::GatewayProcess;
+use common::gateway::{mtls_listener, GatewayProcess};
 use common::upstream::{Upstream, UpstreamKind};
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -36,16 +36,14 @@ fn setup() -> Setup {
     let certs = dir.path().join("certs");
     slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
     let config = format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-         \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-         admin:\n  address: {{admin}}\n\
+        "{listener}admin:\n  address: {{admin}}\n\
          upstreams:\n  api:\n    url: {url}\n\
          credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n\
          routes:\n\
          \x20 - host: api.test\n    upstream: api\n\
          \x20 - host: agent1.test\n    upstream: api\n    clients: [agent-1]\n\
          \x20 - host: agent2.test\n    upstream: api\n    clients: [agent-2, spiffe://slapenir/agent/agent-2]\n",
-        c = certs.display(),
+        listener = mtls_listener(&certs),
         url = up.url(),
     );
     let gw = GatewayProcess::start_in(dir, &config, &[("TEST_OPENAI_KEY", REAL)]);

@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::gateway::GatewayProcess;
+use common::gateway::{mtls_listener, GatewayProcess};
 use common::upstream::{Upstream, UpstreamKind};
 
 /// A gateway in front of `up` with `limits` (YAML lines under `limits:`, indented by 2).
@@ -606,14 +606,12 @@ fn idle_http2_connections_are_closed_at_idle_timeout() {
         let certs = dir.path().join("certs");
         slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
         let config = format!(
-            "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-             \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-             admin:\n  address: {{admin}}\n\
-             upstreams:\n  api:\n    url: {url}\n\
+            "{}admin:\n  address: {{admin}}\n\
+             upstreams:\n  api:\n    url: {}\n\
              routes:\n  - host: api.test\n    upstream: api\n\
              limits:\n{limits}",
-            c = certs.display(),
-            url = up.url(),
+            mtls_listener(&certs),
+            up.url(),
         );
         let gw = GatewayProcess::start_in(dir, &config, &[]);
         let mut cfg = (*common::client::rustls_client(

@@ -8,6 +8,7 @@
 //!   `503 upstream_busy` after `connect_timeout`. Without the cap the same load opens 6.
 //! - Keep-alive reuse is counted: 20 sequential requests are 1 new connection and 19 reused.
 //! - A reload changes `max_connections` and the name servers without failing a request.
+//! - A refused address moves the request to the next one the name resolves to.
 //!
 //! The DNS server and the upstream are written here (a few lines of std sockets each) because
 //! the tests need what they count: queries and the instant each one arrived and was answered,
@@ -38,6 +39,8 @@ struct DnsLog {
 struct DnsServer {
     addr: SocketAddr,
     answer: Arc<Mutex<(Ipv4Addr, u32)>>,
+    /// Addresses answered after `answer`'s, with its TTL.
+    more: Arc<Mutex<Vec<Ipv4Addr>>>,
     delay: Arc<Mutex<Duration>>,
     log: Arc<Mutex<DnsLog>>,
     stop: Arc<AtomicBool>,
@@ -53,12 +56,14 @@ impl DnsServer {
         let server = DnsServer {
             addr: sock.local_addr().unwrap(),
             answer: Arc::new(Mutex::new((ip, ttl))),
+            more: Arc::default(),
             delay: Arc::default(),
             log: Arc::default(),
             stop: Arc::default(),
         };
-        let (answer, delay, log, stop) = (
+        let (answer, more, delay, log, stop) = (
             server.answer.clone(),
+            server.more.clone(),
             server.delay.clone(),
             server.log.clone(),
             server.stop.clone(),
@@ -82,17 +87,23 @@ impl DnsServer {
                 let mut r = q[..2].to_vec();
                 let known = q[12..qname_end].eq_ignore_ascii_case(&name);
                 let (ip, ttl) = *answer.lock().unwrap();
-                let records: Vec<u8> = if known && qtype == 1 {
-                    let mut rec = vec![0xc0, 12, 0, 1, 0, 1];
-                    rec.extend_from_slice(&ttl.to_be_bytes());
-                    rec.extend_from_slice(&[0, 4]);
-                    rec.extend_from_slice(&ip.octets());
-                    rec
+                let ips: Vec<Ipv4Addr> = if known && qtype == 1 {
+                    std::iter::once(ip)
+                        .chain(more.lock().unwrap().iter().copied())
+                        .collect()
                 } else {
                     Vec::new()
                 };
+                let mut records = Vec::new();
+                for ip in &ips {
+                    records.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+                    records.extend_from_slice(&ttl.to_be_bytes());
+                    records.extend_from_slice(&[0, 4]);
+                    records.extend_from_slice(&ip.octets());
+                }
                 let rcode = if known { 0 } else { 3 };
-                r.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1, 0, u8::from(!records.is_empty())]);
+                let count = u8::try_from(ips.len()).unwrap();
+                r.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1, 0, count]);
                 r.extend_from_slice(&[0, 0, 0, 0]);
                 r.extend_from_slice(question);
                 r.extend_from_slice(&records);
@@ -391,6 +402,49 @@ fn dns_change_moves_traffic_without_failures() {
         status["dns"]["cached"][0]["addresses"][0],
         format!("127.0.0.2:{}", two.port())
     );
+}
+
+/// The name resolves to two addresses, the first of each request's turn (round robin) often
+/// 127.0.0.2, where nothing listens: a refused connection moves the request to the next
+/// address, and every request is answered by the upstream on 127.0.0.1. The control: with only
+/// the dead address, requests fail (`502`).
+#[test]
+fn a_refused_address_moves_the_request_to_the_next() {
+    let up = HttpUpstream::start("127.0.0.1:0", "one");
+    let dns = DnsServer::start("api.test", Ipv4Addr::new(127, 0, 0, 2), 60);
+    let gw = GatewayProcess::start(
+        &config(
+            &format!("http://api.test:{}", up.port()),
+            "",
+            &dns_section(dns.addr),
+        ),
+        &[],
+    );
+    let dead = curl_batch(&gw, "/", 3);
+    assert!(dead.iter().all(|(c, _, _)| *c == 502), "{dead:?}");
+
+    let dns = DnsServer::start("api.test", Ipv4Addr::new(127, 0, 0, 2), 60);
+    dns.more.lock().unwrap().push(Ipv4Addr::LOCALHOST);
+    let gw = GatewayProcess::start(
+        &config(
+            &format!("http://api.test:{}", up.port()),
+            "",
+            &dns_section(dns.addr),
+        ),
+        &[],
+    );
+    let got = curl_batch(&gw, "/", 20);
+    assert_eq!(got.len(), 20);
+    assert!(
+        got.iter().all(|(c, _, b)| *c == 200 && b == "one"),
+        "{got:?}"
+    );
+    let refused = metric(
+        &gw,
+        "slapenir_upstream_errors_total{kind=\"connect\",upstream=\"api\"}",
+    );
+    eprintln!("20 requests answered, {refused} refused connections moved on");
+    assert!(refused >= 5, "connections refused and moved on: {refused}");
 }
 
 /// After the first answer the name server takes 1.5 s to answer. Requests keep flowing while it

@@ -27,6 +27,16 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// The `listeners:` section of one mTLS listener, `agents` on `{listen}`, with the
+/// development PKI that `slapenir::pki::init` wrote to `certs`.
+pub fn mtls_listener(certs: &Path) -> String {
+    format!(
+        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
+         \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n",
+        c = certs.display()
+    )
+}
+
 impl GatewayProcess {
     /// Starts the gateway on `config`, in which `{listen}` and `{admin}` are replaced by the
     /// picked addresses and `{dir}` by the temporary directory. `env` is added to the gateway's
