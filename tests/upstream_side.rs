@@ -231,6 +231,12 @@ fn config(upstream_url: &str, upstream_extra: &str, dns: &str) -> String {
     )
 }
 
+/// A gateway whose upstream `api` is `api.test` on `up`'s port, resolved by `dns`.
+fn dns_gateway(up: &HttpUpstream, dns: &DnsServer) -> GatewayProcess {
+    let url = format!("http://api.test:{}", up.port());
+    GatewayProcess::start(&config(&url, "", &dns_section(dns.addr)), &[])
+}
+
 fn dns_section(server: SocketAddr) -> String {
     format!("dns:\n  servers: [\"{server}\"]\n  min_ttl: 1s\n")
 }
@@ -312,14 +318,7 @@ fn twin(first: &HttpUpstream, name: &'static str) -> HttpUpstream {
 fn dns_answer_is_cached_for_its_ttl() {
     let up = HttpUpstream::start("127.0.0.1:0", "one");
     let dns = DnsServer::start("api.test", Ipv4Addr::LOCALHOST, 60);
-    let gw = GatewayProcess::start(
-        &config(
-            &format!("http://api.test:{}", up.port()),
-            "",
-            &dns_section(dns.addr),
-        ),
-        &[],
-    );
+    let gw = dns_gateway(&up, &dns);
     let got = curl_batch(&gw, "/", 50);
     assert_eq!(got.len(), 50);
     assert!(
@@ -353,14 +352,7 @@ fn dns_change_moves_traffic_without_failures() {
     let one = HttpUpstream::start("127.0.0.1:0", "one");
     let two = twin(&one, "two");
     let dns = DnsServer::start("api.test", Ipv4Addr::LOCALHOST, 1);
-    let gw = GatewayProcess::start(
-        &config(
-            &format!("http://api.test:{}", one.port()),
-            "",
-            &dns_section(dns.addr),
-        ),
-        &[],
-    );
+    let gw = dns_gateway(&one, &dns);
     let first = curl_batch(&gw, "/", 5);
     assert!(
         first.iter().all(|(c, _, b)| *c == 200 && b == "one"),
@@ -412,27 +404,13 @@ fn dns_change_moves_traffic_without_failures() {
 fn a_refused_address_moves_the_request_to_the_next() {
     let up = HttpUpstream::start("127.0.0.1:0", "one");
     let dns = DnsServer::start("api.test", Ipv4Addr::new(127, 0, 0, 2), 60);
-    let gw = GatewayProcess::start(
-        &config(
-            &format!("http://api.test:{}", up.port()),
-            "",
-            &dns_section(dns.addr),
-        ),
-        &[],
-    );
+    let gw = dns_gateway(&up, &dns);
     let dead = curl_batch(&gw, "/", 3);
     assert!(dead.iter().all(|(c, _, _)| *c == 502), "{dead:?}");
 
     let dns = DnsServer::start("api.test", Ipv4Addr::new(127, 0, 0, 2), 60);
     dns.more.lock().unwrap().push(Ipv4Addr::LOCALHOST);
-    let gw = GatewayProcess::start(
-        &config(
-            &format!("http://api.test:{}", up.port()),
-            "",
-            &dns_section(dns.addr),
-        ),
-        &[],
-    );
+    let gw = dns_gateway(&up, &dns);
     let got = curl_batch(&gw, "/", 20);
     assert_eq!(got.len(), 20);
     assert!(
@@ -454,14 +432,7 @@ fn a_refused_address_moves_the_request_to_the_next() {
 fn slow_dns_never_holds_a_request() {
     let up = HttpUpstream::start("127.0.0.1:0", "one");
     let dns = DnsServer::start("api.test", Ipv4Addr::LOCALHOST, 1);
-    let gw = GatewayProcess::start(
-        &config(
-            &format!("http://api.test:{}", up.port()),
-            "",
-            &dns_section(dns.addr),
-        ),
-        &[],
-    );
+    let gw = dns_gateway(&up, &dns);
     assert_eq!(curl_batch(&gw, "/", 1)[0].0, 200);
     *dns.delay.lock().unwrap() = Duration::from_millis(1500);
     let mut all = Vec::new();
