@@ -355,7 +355,7 @@ fn encoded_forms_cost(quick: bool, len: usize, rng: &mut Rng) {
         let mut all: Vec<Rule> = (0..n).map(|i| rule(i, &reals[i], &dummies[i])).collect();
         let mut shapes = vec![Shape::Token; n];
         for i in 0..n {
-            for f in slapenir::encoded::response_forms(&reals[i], &dummies[i]) {
+            for f in slapenir::rewrite::encoded::response_forms(&reals[i], &dummies[i]) {
                 if !all.iter().any(|r| r.needle == f.needle) {
                     all.push(rule(i, &f.needle, &f.replacement));
                     shapes.push(f.shape);

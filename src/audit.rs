@@ -8,83 +8,52 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pingora::proxy::Session;
-use pingora::Error;
 use serde::Serialize;
 
-use crate::proxy::Ctx;
+use crate::pki::ClientIdentity;
 
 static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
-/// One audit line of a request: borrowed names and numbers, serialized without building a map.
+/// What the audit line of a finished request says: names and numbers only, borrowed from the
+/// request (the proxy builds it; see `crate::proxy`).
 #[derive(Serialize)]
-struct RequestLine<'a> {
-    time: f64,
-    request_id: u64,
-    identity: Option<&'a str>,
-    method: &'a str,
-    route: Option<&'a str>,
-    upstream: Option<&'a str>,
-    status: Option<u16>,
-    refusal: Option<&'a str>,
-    refused_credential: Option<&'a str>,
-    credentials_in: Vec<&'a str>,
+pub struct Request<'a> {
+    pub identity: Option<&'a str>,
+    pub method: &'a str,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub status: Option<u16>,
+    pub refusal: Option<&'a str>,
+    pub refused_credential: Option<&'a str>,
+    pub credentials_in: Vec<&'a str>,
     /// Dummies forwarded unchanged: found outside the places their credential is swapped in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    credentials_kept: Vec<&'a str>,
-    credentials_out: Vec<&'a str>,
+    pub credentials_kept: Vec<&'a str>,
+    pub credentials_out: Vec<&'a str>,
     /// The configured client identity whose values were used (credentials with `clients`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<&'a str>,
-    bytes_in: usize,
-    bytes_out: usize,
-    duration_seconds: f64,
-    error: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub duration_seconds: f64,
+    pub error: Option<&'a str>,
 }
 
-fn names<'a>(
-    hits: impl Iterator<Item = (usize, u64)>,
-    name: impl Fn(usize) -> Option<&'a str>,
-) -> Vec<&'a str> {
-    let mut v: Vec<&str> = hits.filter_map(|(rule, _)| name(rule)).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+/// An audit line: when, which request, and what it says.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    time: f64,
+    request_id: u64,
+    #[serde(flatten)]
+    what: &'a T,
 }
 
 /// Writes the audit line for a finished request.
-pub fn log_request(session: &Session, e: Option<&Error>, ctx: &Ctx) {
-    let policy = ctx.policy();
-    let config = &policy.config;
-    let upstream = ctx.upstream();
-    let credential = |c: usize| config.credentials.get(c).map(|c| c.name.as_str());
-    let route = ctx.route().and_then(|r| policy.route_label(r));
-    let identity = ctx.identity().and_then(|i| i.name());
-    emit(&RequestLine {
+pub fn log_request(request: &Request<'_>) {
+    emit(&Line {
         time: now(),
         request_id: REQUEST_ID.fetch_add(1, Ordering::Relaxed),
-        identity,
-        method: session.req_header().method.as_str(),
-        route,
-        upstream: upstream
-            .and_then(|u| config.upstreams.get(u))
-            .map(|u| u.name.as_str()),
-        status: ctx.answered_status(session),
-        refusal: ctx.refusal().map(|r| r.reason),
-        refused_credential: ctx
-            .refusal()
-            .and_then(|r| r.credential)
-            .and_then(credential),
-        credentials_in: names(ctx.request_hits().iter(), credential),
-        credentials_kept: names(ctx.request_hits().kept(), credential),
-        credentials_out: names(ctx.response_hits().iter(), |rule| {
-            policy.response_credential_name(rule)
-        }),
-        client: ctx.client(),
-        bytes_in: session.body_bytes_read(),
-        bytes_out: session.body_bytes_sent(),
-        duration_seconds: ctx.started().elapsed().as_secs_f64(),
-        error: e.map(|e| e.etype().as_str()),
+        what: request,
     });
 }
 
@@ -114,7 +83,7 @@ fn emit(line: &impl Serialize) {
 }
 
 /// Writes the audit line for a `CONNECT` refused before any tunnel was opened.
-pub fn log_tunnel_refusal(host: &str, identity: Option<&crate::tls::ClientIdentity>, reason: &str) {
+pub fn log_tunnel_refusal(host: &str, identity: Option<&ClientIdentity>, reason: &str) {
     emit(&serde_json::json!({
         "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
@@ -126,9 +95,9 @@ pub fn log_tunnel_refusal(host: &str, identity: Option<&crate::tls::ClientIdenti
 }
 
 /// Writes the audit line for a connection or request head refused by a gateway-wide limit
-/// (`limit`, one of `crate::limits::LIMITS`) before the proxy saw a request.
+/// (`limit`, one of [`crate::metrics::LIMITS`]) before the proxy saw a request.
 pub fn log_overload_refusal(
-    identity: Option<&crate::tls::ClientIdentity>,
+    identity: Option<&ClientIdentity>,
     status: u16,
     limit: &str,
 ) {

@@ -2,40 +2,31 @@
 //! holds only dummy credentials; the gateway swaps each dummy for its real secret only towards
 //! the upstream that secret belongs to, and swaps real secrets in responses back to dummies.
 //!
-//! Modules:
-//! - [`aws`]: AWS Signature Version 4, verified and signed again.
+//! The modules form layers (`ARCHITECTURE.md`); each imports only from the layers below it.
+//!
+//! - [`server`]: the process — listeners, live reload, the admin endpoint and status page.
+//! - [`connect`]: the agents' listener — HTTP/1 heads, `CONNECT` tunnels, listener TLS.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation: thin hooks over plain steps.
+//! - [`limits`]: per-client and gateway-wide limits.
+//! - [`policy`], [`dns`]: a config compiled into routes and rewriters (and the values a reload
+//!   retired); upstream addresses.
 //! - [`config`]: the YAML file, validated into typed values with located errors.
-//! - [`secret`]: the `Secret` type and its sources.
-//! - [`rewrite`]: the streaming replacer (no Pingora types).
-//! - [`decode`]: push-style decompression of response bodies.
-//! - [`encoded`]: credentials inside encodings (Basic auth, base64, percent, JSON escapes).
-//! - [`policy`]: a config compiled into routes and rewriters.
-//! - [`retired`]: real values a reload replaced or removed, kept scrubbed for a grace.
-//! - [`proxy`]: the Pingora `ProxyHttp` implementation.
-//! - [`server`]: listeners, the admin endpoint and the process.
-//! - [`websocket`]: WebSocket frames scanned both ways on upgraded connections (no Pingora types).
-//! - [`log_scrub`]: the process log, with real values filtered out of third-party records.
-pub mod admin;
+//! - [`metrics`], [`audit`]: Prometheus metrics and the audit log.
+//! - Leaves: [`rewrite`] (the streaming replacer, the codecs and encodings beside it),
+//!   [`aws`] (Signature Version 4), [`pki`] (identities, certificates, the development PKI),
+//!   [`secret`], [`stream`] (the agent's stream type), [`refusal`].
 pub mod audit;
 pub mod aws;
 pub mod config;
 pub mod connect;
-pub mod decode;
 pub mod dns;
-pub mod encoded;
 pub mod limits;
-pub mod log_scrub;
 pub mod metrics;
-pub mod overload;
 pub mod pki;
-pub mod plan;
 pub mod policy;
 pub mod proxy;
-pub mod reload;
-pub mod retired;
+pub mod refusal;
 pub mod rewrite;
 pub mod secret;
 pub mod server;
-pub mod status;
-pub mod tls;
-pub mod websocket;
+pub mod stream;

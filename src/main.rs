@@ -117,7 +117,7 @@ fn load(path: Option<&PathBuf>) -> Result<Loaded, ConfigErrors> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    slapenir::log_scrub::init();
+    slapenir::server::log_scrub::init();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check { admin } => match load(cli.config.as_ref()) {
             Ok(loaded) => {

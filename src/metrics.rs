@@ -9,7 +9,7 @@
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
 //! | `slapenir_replacements_total` | counter | `credential`, `client` (the configured client identity whose value was swapped in, for credentials with values per client; empty otherwise and for responses), `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
 //! | `slapenir_misplaced_dummies_total` | counter | `credential` | dummies found in a request to one of the credential's upstreams outside the places it is swapped in (`swap_in`), forwarded unchanged |
-//! | `slapenir_limited_total` | counter | `client`, `limit` | connections and requests refused (429/503), shed or slowed by a limit; `client` is a configured identity, `other`, or `gateway` for the gateway-wide limits; `limit` is one of `crate::limits::LIMITS` |
+//! | `slapenir_limited_total` | counter | `client`, `limit` | connections and requests refused (429/503), shed or slowed by a limit; `client` is a configured identity, `other`, or `gateway` for the gateway-wide limits; `limit` is one of `LIMITS` |
 //! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `credential_not_for_client` (a credential with values per client identity, used by a client without one), `credential_rule_denied` (a swap outside the credential's `allow` rules), `real_secret_from_agent` (a real value, in any encoding, sent by the agent), `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `upstream_busy` (`503`: the upstream's `max_connections` stayed in use for its `connect_timeout`), `other` |
 //! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
 //! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
@@ -22,12 +22,38 @@
 //! | `slapenir_build_info` | gauge (1) | `version` | the running version |
 //! | `slapenir_allocator_bytes` | gauge | `kind` (`allocated`: held by live blocks, `active`: in pages holding them, `metadata`: the allocator's own, `resident`: in physically resident pages the allocator maps, `mapped`: in its mapped chunks, `retained`: unmapped from use but kept for reuse — the process does not pay for it in RSS) | the heap allocator's statistics, read when `/metrics` is scraped |
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use once_cell::sync::Lazy;
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     TextEncoder,
 };
+
+/// Every limit a request or connection can hit: a closed list, so the label set stays bounded.
+/// Per client: `connections`, `tunnels`, `requests_per_second`, `streams`,
+/// `body_bytes_per_second`. The gateway's: `total_connections`, `file_descriptors`,
+/// `header_bytes`, `headers`, `idle_timeout`, `head_timeout`, `body_idle_timeout`,
+/// `request_timeout`, `send_timeout`.
+pub const LIMITS: &[&str] = &[
+    "connections",
+    "tunnels",
+    "requests_per_second",
+    "streams",
+    "body_bytes_per_second",
+    "total_connections",
+    "file_descriptors",
+    "header_bytes",
+    "headers",
+    "idle_timeout",
+    "head_timeout",
+    "body_idle_timeout",
+    "request_timeout",
+    "send_timeout",
+];
 
 /// Refusal reasons: a closed list, so the label set stays bounded.
 pub const REFUSAL_REASONS: &[&str] = &[
@@ -175,7 +201,7 @@ mod defs {
     pub static LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
         register_int_counter_vec!(
             "slapenir_limited_total",
-            "Connections and requests refused, shed or slowed by a limit, by client (a configured identity, or `other`; `gateway` for the gateway's own limits) and limit (see `crate::limits::LIMITS`).",
+            "Connections and requests refused, shed or slowed by a limit, by client (a configured identity, or `other`; `gateway` for the gateway's own limits) and limit (see `LIMITS`).",
             &["client", "limit"]
         )
         .expect("register slapenir_limited_total")
@@ -226,7 +252,7 @@ pub fn init() {
         defs::REFUSALS.with_label_values(&[r]);
     }
     // The gateway's own limits appear at zero from the start (client labels appear with use).
-    for l in crate::limits::LIMITS {
+    for l in LIMITS {
         if !matches!(
             *l,
             "connections" | "tunnels" | "requests_per_second" | "streams" | "body_bytes_per_second"
@@ -365,7 +391,7 @@ pub fn mtls_failure() {
 /// Counts a limit hit by `client` (a label from `crate::limits::client_label`, or `gateway`);
 /// unknown limit names are counted as `other`.
 pub fn limited(client: &str, limit: &str) {
-    let l = crate::limits::LIMITS
+    let l = LIMITS
         .iter()
         .find(|l| **l == limit)
         .copied()
@@ -441,4 +467,58 @@ mod tests {
             assert!(text.contains(&line), "{line} missing from /metrics");
         }
     }
+}
+
+// What the status page shows besides these metrics: each upstream's request and error counts
+// and its last outcome, and when each credential was last used (a time, which a counter is not).
+
+/// An upstream's requests, errors and last outcome since the start.
+#[derive(Default, Clone)]
+pub struct UpstreamStats {
+    pub requests: u64,
+    pub errors: u64,
+    /// Whether the last attempt got an answer.
+    pub last_ok: Option<bool>,
+}
+
+static UPSTREAMS: Lazy<Mutex<HashMap<String, UpstreamStats>>> = Lazy::new(Default::default);
+/// (credential, client identity or `""`) → unix time of the last swap.
+static LAST_USED: Lazy<Mutex<HashMap<(String, String), u64>>> = Lazy::new(Default::default);
+
+/// An upstream answered (`ok`) or failed to.
+pub fn upstream_outcome(upstream: &str, ok: bool) {
+    if let Ok(mut m) = UPSTREAMS.lock() {
+        // Look up by &str first: the key is allocated once per upstream, not per request.
+        if !m.contains_key(upstream) {
+            m.insert(upstream.to_owned(), UpstreamStats::default());
+        }
+        let Some(s) = m.get_mut(upstream) else { return };
+        s.requests += 1;
+        if !ok {
+            s.errors += 1;
+        }
+        s.last_ok = Some(ok);
+    }
+}
+
+/// A credential was swapped (either direction); `client` is the configured client identity whose
+/// value was used, or `""`.
+pub fn credential_used(name: &str, client: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    if let Ok(mut m) = LAST_USED.lock() {
+        m.insert((name.to_owned(), client.to_owned()), now);
+    }
+}
+
+/// Every upstream's counts, by name.
+pub fn upstream_stats() -> HashMap<String, UpstreamStats> {
+    UPSTREAMS.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+/// When each (credential, client) was last used, in seconds since the Unix epoch.
+pub fn last_used() -> HashMap<(String, String), u64> {
+    LAST_USED.lock().map(|m| m.clone()).unwrap_or_default()
 }

@@ -395,6 +395,6 @@ fn leaves_are_minted_once_per_host() {
     let o1 = leaf("other.test");
     assert_eq!(a1, a2, "the leaf for api.test was minted twice");
     assert_ne!(a1, o1);
-    let id = slapenir::tls::ClientIdentity::from_der(&o1).unwrap();
+    let id = slapenir::pki::ClientIdentity::from_der(&o1).unwrap();
     assert_eq!(id.sans, vec!["other.test".to_string()]);
 }

@@ -607,7 +607,7 @@ fn upstream_client_certificate_is_presented() {
             let cn = conn
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| slapenir::tls::ClientIdentity::from_der(c.as_ref()))
+                .and_then(|c| slapenir::pki::ClientIdentity::from_der(c.as_ref()))
                 .and_then(|id| id.common_name)
                 .unwrap_or_default();
             let body = format!("client={cn}");

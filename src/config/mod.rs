@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::secret::{Secret, SecretSource};
+pub use crate::pki::upstream::ClientCert;
 pub use locate::{Location, YamlPath};
 
 /// The documented example, compiled in: `slapenir run` without `--config` serves it.
@@ -44,7 +45,7 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     pub routes: Vec<Route>,
     /// How far a compressed response body may expand while it is decoded for scanning.
-    pub decoding: crate::decode::Budget,
+    pub decoding: crate::rewrite::decode::Budget,
     /// What happens to real values that a reload retires.
     pub rotation: Rotation,
     /// `limits:`: connections, rates and timeouts, globally and per client identity.
@@ -86,7 +87,7 @@ impl Default for Dns {
 }
 
 /// `rotation:`: how long a retired real value (replaced or removed by a reload) stays scrubbed
-/// from responses. See `crate::retired`.
+/// from responses. See `crate::policy::retired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rotation {
     /// Zero drops a retired value at the reload that retires it.
@@ -175,21 +176,6 @@ pub struct Upstream {
 impl Upstream {
     /// The default of `upstreams.NAME.max_connections`.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-}
-
-/// A client certificate for upstream mTLS. The key is zeroized when the config is dropped.
-pub struct ClientCert {
-    pub chain: Vec<Vec<u8>>,
-    pub key: zeroize::Zeroizing<Vec<u8>>,
-}
-
-impl fmt::Debug for ClientCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCert")
-            .field("chain", &self.chain.len())
-            .field("key", &"[REDACTED]")
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]

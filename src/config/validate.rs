@@ -189,7 +189,7 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
     let routes = check_routes(r, sections.get("routes").copied(), &upstream_names);
     let decoding = match sections.get("decoding").filter(|v| !v.is_null()) {
         Some(v) => check_decoding(r, v),
-        None => Some(crate::decode::Budget::DEFAULT),
+        None => Some(crate::rewrite::decode::Budget::DEFAULT),
     };
     let rotation = match sections.get("rotation").filter(|v| !v.is_null()) {
         Some(v) => check_rotation(r, v),
@@ -340,11 +340,11 @@ fn check_rotation(r: &mut Report<'_>, v: &Value) -> Option<Rotation> {
     Some(Rotation { retired_grace })
 }
 
-/// `decoding:`: both keys optional, each defaulting to [`crate::decode::Budget::DEFAULT`].
-fn check_decoding(r: &mut Report<'_>, v: &Value) -> Option<crate::decode::Budget> {
+/// `decoding:`: both keys optional, each defaulting to [`crate::rewrite::decode::Budget::DEFAULT`].
+fn check_decoding(r: &mut Report<'_>, v: &Value) -> Option<crate::rewrite::decode::Budget> {
     let p = YamlPath::root().key("decoding");
     let raw = r.item::<RawDecoding>(&p, v)?;
-    let default = crate::decode::Budget::DEFAULT;
+    let default = crate::rewrite::decode::Budget::DEFAULT;
     let max_ratio = match raw.max_ratio {
         None => Some(default.max_ratio),
         Some(0) => {
@@ -369,7 +369,7 @@ fn check_decoding(r: &mut Report<'_>, v: &Value) -> Option<crate::decode::Budget
             None
         }
     };
-    Some(crate::decode::Budget {
+    Some(crate::rewrite::decode::Budget {
         max_ratio: max_ratio?,
         max_bytes: max_bytes?,
     })
@@ -660,7 +660,7 @@ fn check_interception(r: &mut Report<'_>, v: &Value, base: &Path) -> Option<Inte
     let ok = read_certs(r, &p.key("ca_cert"), &ca_cert).is_some()
         & check_key_file(r, &p.key("ca_key"), &ca_key);
     if ok {
-        if let Err(e) = crate::connect::mint::Minter::load(&ca_cert, &ca_key) {
+        if let Err(e) = crate::pki::mint::Minter::load(&ca_cert, &ca_key) {
             r.error(&p, format!("the interception CA cannot sign: {e}"));
             return None;
         }

@@ -14,8 +14,8 @@
 //!
 //! Inside the tunnel, HTTP/2 and HTTP/1.1 are offered by ALPN.
 
-pub mod mint;
-pub mod stream;
+pub mod http1;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +37,9 @@ use crate::limits::client::{
 };
 use crate::policy::Policy;
 use crate::proxy::Gateway;
-use crate::tls::ClientIdentity;
-use mint::Minter;
-use stream::PrefixStream;
+use crate::pki::ClientIdentity;
+use crate::pki::mint::Minter;
+use crate::stream::{PrefixStream, TunnelInfo};
 
 /// How long a client may take to send its first request line or `CONNECT` head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,16 +47,6 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 const TUNNEL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest `CONNECT` head accepted.
 const MAX_HEAD: usize = 16 * 1024;
-
-/// What a request inside a tunnel knows about it.
-#[derive(Debug, Clone)]
-pub struct TunnelInfo {
-    /// The `CONNECT` target host, lower case.
-    pub host: String,
-    pub port: u16,
-    /// The identity from the outer (m)TLS handshake.
-    pub identity: Option<ClientIdentity>,
-}
 
 /// The agents' listener application: `CONNECT` handling in front of the proxy.
 pub struct GatewayApp {
@@ -91,10 +81,10 @@ impl ServerApp for GatewayApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         self.shutdown.note(shutdown);
-        let _admitted = match crate::overload::admit(&self.policy) {
+        let _admitted = match crate::limits::overload::admit(&self.policy) {
             Ok(a) => a,
             Err(limit) => {
-                crate::overload::shed(stream, limit).await;
+                crate::connect::http1::shed(stream, limit).await;
                 return None;
             }
         };
@@ -110,13 +100,13 @@ impl ServerApp for GatewayApp {
         // Read until the bytes can no longer be the start of "CONNECT ".
         let mut deadline = None;
         loop {
-            let wait = crate::overload::head_wait(&self.policy, &mut deadline);
+            let wait = crate::connect::http1::head_wait(&self.policy, &mut deadline);
             match tokio::time::timeout_at(wait, stream.read_buf(&mut head)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Err(_) => return crate::overload::head_expired(stream, deadline).await,
+                Err(_) => return crate::connect::http1::head_expired(stream, deadline).await,
                 Ok(Ok(_)) => {}
             }
-            crate::overload::head_started(&self.policy, &mut deadline);
+            crate::connect::http1::head_started(&self.policy, &mut deadline);
             let n = head.len().min(8);
             if n == 8 || !b"CONNECT "[..n].eq(&head[..n]) {
                 break;
@@ -124,7 +114,7 @@ impl ServerApp for GatewayApp {
         }
         if !head.starts_with(b"CONNECT ") {
             let replay = PrefixStream::new(stream, head.freeze());
-            return crate::overload::serve_http1(
+            return crate::connect::http1::serve_http1(
                 &self.proxy,
                 &self.policy,
                 Box::new(replay),
@@ -271,7 +261,7 @@ impl GatewayApp {
         conn: &ConnectionUse,
         shutdown: &ShutdownWatch,
     ) {
-        let deadline = crate::overload::head_wait(&self.policy, &mut { deadline });
+        let deadline = crate::connect::http1::head_wait(&self.policy, &mut { deadline });
         let head = match tokio::time::timeout_at(deadline, read_connect_head(&mut stream, buf))
             .await
             .unwrap_or(Err("the CONNECT head took too long"))
@@ -364,7 +354,7 @@ impl GatewayApp {
         if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
             self.proxy.process_new(Box::new(tls), shutdown).await;
         } else {
-            crate::overload::serve_http1(&self.proxy, &self.policy, Box::new(tls), None, shutdown)
+            crate::connect::http1::serve_http1(&self.proxy, &self.policy, Box::new(tls), None, shutdown)
                 .await;
         }
     }

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::config::limits::{ClientLimits, Limits};
 use crate::policy::Policy;
-use crate::tls::ClientIdentity;
+use crate::pki::ClientIdentity;
 
 /// Client keys kept before idle ones are forgotten.
 pub const MAX_TRACKED: usize = 4096;

@@ -31,13 +31,13 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit;
-use crate::connect::stream::PrefixStream;
-use crate::connect::TunnelInfo;
+use crate::stream::PrefixStream;
+use crate::stream::TunnelInfo;
 use crate::limits::client::{Limited, OverLimit, RequestUse, Shutdown};
 use crate::metrics;
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
-use crate::tls::ClientIdentity;
+use crate::pki::ClientIdentity;
 use response::{BodyError, BodyScrubber};
 
 /// The gateway: the current policy, swapped atomically on reload.
@@ -124,7 +124,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         metrics::in_flight(1);
         ctx.identity = client_identity(session);
-        if let Err(refusal) = crate::overload::on_request(session, &ctx.policy.config.limits) {
+        if let Err(refusal) = crate::limits::overload::on_request(session, &ctx.policy.config.limits) {
             respond(session, &refusal).await;
             ctx.refusal = Some(refusal);
             return Ok(true);
@@ -275,7 +275,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        crate::overload::body_deadline(ctx.started, &ctx.policy.config.limits)?;
+        crate::limits::overload::body_deadline(ctx.started, &ctx.policy.config.limits)?;
         pace_body(body, ctx).await;
         if ctx.prepared.as_ref().is_some_and(|p| p.body.is_some()) {
             // The agent's body was read and checked in `request_filter`; Pingora replays it
@@ -340,7 +340,7 @@ impl ProxyHttp for Gateway {
                 .and_then(|u| ctx.policy.config.upstreams.get(u)),
         ) {
             metrics::upstream_duration(&up.name, started.elapsed().as_secs_f64());
-            crate::status::upstream_outcome(&up.name, true);
+            metrics::upstream_outcome(&up.name, true);
         }
         ws::start_response(ctx, upstream_response)?;
         // The request body's dummies are all known by now or will be; the request hits are
@@ -456,7 +456,7 @@ impl ProxyHttp for Gateway {
             Some(r) => (r.status, r.reason, r.message.clone()),
             None => {
                 let code = match e.etype() {
-                    _ if crate::overload::downstream_status(e).is_some() => 408,
+                    _ if crate::limits::overload::downstream_status(e).is_some() => 408,
                     ErrorType::HTTPStatus(c) => *c,
                     _ => match e.esource() {
                         ErrorSource::Upstream => 502,
@@ -507,7 +507,7 @@ impl ProxyHttp for Gateway {
             ctx.request_hits.merge(s.hits());
         }
         ws::merge_hits(ctx);
-        crate::overload::count_error(e);
+        crate::limits::overload::count_error(e);
         ctx.limits.release();
         // A request refused by a client limit has its own audit line, at most one a second
         // per client (see `limits::client`): a flood must not flood the log.
@@ -516,7 +516,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .is_none_or(|r| r.reason != "client_limit")
         {
-            audit::log_request(session, e, ctx);
+            audit::log_request(&audit_line(session, e, ctx));
         }
         record_metrics(session, ctx);
     }
@@ -749,7 +749,7 @@ fn upstream_failed(ctx: &Ctx, kind: &'static str) {
         .and_then(|u| ctx.policy.config.upstreams.get(u))
     {
         metrics::upstream_error(&up.name, kind);
-        crate::status::upstream_outcome(&up.name, false);
+        metrics::upstream_outcome(&up.name, false);
     }
 }
 
@@ -798,7 +798,7 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
     for (rule, n) in ctx.request_hits.iter() {
         if let Some(c) = ctx.policy.hit_credential(rule) {
             metrics::replacements(&c.name, client, "request", n);
-            crate::status::credential_used(&c.name, client);
+            metrics::credential_used(&c.name, client);
         }
     }
     for (rule, n) in ctx.request_hits.kept() {
@@ -810,7 +810,7 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
         // Named by credential, retired values included (`Policy::response_credential_name`).
         if let Some(name) = ctx.policy.response_credential_name(rule) {
             metrics::replacements(name, "", "response", n);
-            crate::status::credential_used(name, "");
+            metrics::credential_used(name, "");
         }
     }
 }
@@ -866,40 +866,54 @@ async fn respond(session: &mut Session, refusal: &Refusal) {
 
 impl Ctx {
     /// The status the agent got: the response written, or the refusal's.
-    pub fn answered_status(&self, session: &Session) -> Option<u16> {
+    fn answered_status(&self, session: &Session) -> Option<u16> {
         session
             .response_written()
             .map(|r| r.status.as_u16())
             .or_else(|| self.refusal.as_ref().map(|r| r.status))
     }
+}
 
-    /// Fields for the audit line.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+/// The audit line of a finished request: names and numbers, never a value.
+fn audit_line<'a>(session: &'a Session, e: Option<&Error>, ctx: &'a Ctx) -> audit::Request<'a> {
+    let policy = &ctx.policy;
+    let config = &policy.config;
+    let credential = |c: usize| config.credentials.get(c).map(|c| c.name.as_str());
+    audit::Request {
+        identity: ctx.identity.as_ref().and_then(|i| i.name()),
+        method: session.req_header().method.as_str(),
+        route: ctx.route.and_then(|r| policy.route_label(r)),
+        upstream: ctx
+            .upstream
+            .and_then(|u| config.upstreams.get(u))
+            .map(|u| u.name.as_str()),
+        status: ctx.answered_status(session),
+        refusal: ctx.refusal.as_ref().map(|r| r.reason),
+        refused_credential: ctx
+            .refusal
+            .as_ref()
+            .and_then(|r| r.credential)
+            .and_then(credential),
+        credentials_in: names(ctx.request_hits.iter(), credential),
+        credentials_kept: names(ctx.request_hits.kept(), credential),
+        credentials_out: names(ctx.response_hits.iter(), |rule| {
+            policy.response_credential_name(rule)
+        }),
+        client: policy.client_name(ctx.slot),
+        bytes_in: session.body_bytes_read(),
+        bytes_out: session.body_bytes_sent(),
+        duration_seconds: ctx.started.elapsed().as_secs_f64(),
+        error: e.map(|e| e.etype().as_str()),
     }
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-    pub fn route(&self) -> Option<usize> {
-        self.route
-    }
-    pub fn upstream(&self) -> Option<usize> {
-        self.upstream
-    }
-    pub fn refusal(&self) -> Option<&Refusal> {
-        self.refusal.as_ref()
-    }
-    pub fn request_hits(&self) -> &Hits {
-        &self.request_hits
-    }
-    pub fn response_hits(&self) -> &Hits {
-        &self.response_hits
-    }
-    pub fn identity(&self) -> Option<&ClientIdentity> {
-        self.identity.as_ref()
-    }
-    /// The configured client identity whose values this request used, if any.
-    pub fn client(&self) -> Option<&str> {
-        self.policy.client_name(self.slot)
-    }
+}
+
+/// The names of the credentials behind `hits`, sorted, each once.
+fn names<'a>(
+    hits: impl Iterator<Item = (usize, u64)>,
+    name: impl Fn(usize) -> Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut v: Vec<&str> = hits.filter_map(|(rule, _)| name(rule)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }

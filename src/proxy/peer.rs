@@ -21,78 +21,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::{CertKey, WrappedX509};
 use pingora::{Error, ErrorType};
 
 use crate::config::{Dns, HttpVersion, Upstream};
 use crate::dns::Addresses;
 use crate::metrics;
+use crate::pki::upstream::UpstreamTls;
 use crate::policy::Refusal;
-
-/// Trust roots for one upstream: system roots plus its extra CA, parsed once per config.
-pub type CaList = Arc<[WrappedX509]>;
-
-/// An upstream's TLS material in Pingora's types, built once per config (not per request).
-#[derive(Clone, Default)]
-pub struct UpstreamTls {
-    pub ca: Option<CaList>,
-    /// Pingora keeps its own copy of the key (a Pingora type, not zeroized); it lives as long
-    /// as the config that loaded it.
-    pub client_cert: Option<Arc<CertKey>>,
-}
-
-impl UpstreamTls {
-    /// Builds the material for `up`.
-    pub fn new(up: &Upstream) -> Self {
-        Self {
-            ca: ca_list(up),
-            client_cert: up
-                .client_cert
-                .as_ref()
-                .map(|cc| Arc::new(CertKey::new(cc.chain.clone(), cc.key.to_vec()))),
-        }
-    }
-}
-
-/// Builds the trust list for an upstream with an extra CA (`None` when it has none: Pingora's
-/// connector then uses the system roots).
-pub fn ca_list(up: &Upstream) -> Option<CaList> {
-    let extra = up.ca.as_ref()?;
-    let mut ders: Vec<Vec<u8>> = extra.iter().cloned().collect();
-    if let Ok(system) = pingora_core_native_roots() {
-        ders.extend(system);
-    }
-    let list: Vec<WrappedX509> = ders
-        .into_iter()
-        // Certificates were checked when the config loaded; skip anything x509 cannot parse
-        // rather than panic inside the parser.
-        .filter(|d| x509_parses(d))
-        .map(|d| WrappedX509::new(d, pingora::utils::tls::parse_x509))
-        .collect();
-    Some(Arc::from(list))
-}
-
-fn x509_parses(der: &[u8]) -> bool {
-    let mut store = rustls::RootCertStore::empty();
-    store
-        .add(rustls::pki_types::CertificateDer::from(der))
-        .is_ok()
-}
-
-fn pingora_core_native_roots() -> std::result::Result<Vec<Vec<u8>>, ()> {
-    let mut out = Vec::new();
-    // Honour SSL_CERT_FILE like the default connector does.
-    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-        let data = std::fs::read(file).map_err(|_| ())?;
-        for c in rustls_pemfile::certs(&mut data.as_slice()).flatten() {
-            out.push(c.as_ref().to_vec());
-        }
-        return Ok(out);
-    }
-    let certs = pingora::tls::load_native_certs().map_err(|_| ())?;
-    out.extend(certs.into_iter().map(|c| c.as_ref().to_vec()));
-    Ok(out)
-}
 
 /// A request's hold on its upstream, kept in the request context across Pingora's retries: its
 /// slot under `max_connections`, the addresses the name resolved to, and how many of them a

@@ -6,7 +6,7 @@ use pingora::http::RequestHeader;
 use http::HeaderValue;
 
 use super::headers::{self, HeaderChanges, HeaderError};
-use crate::encoded;
+use crate::rewrite::encoded;
 use std::sync::Arc;
 
 use crate::policy::{Policy, Refusal, RuleSet, UpstreamRules};

@@ -3,7 +3,7 @@
 //! decoded first (or refused: fail closed), and framing headers are fixed up.
 //!
 //! Memory per response is bounded: the decoder's window, one read's decoded output (held to the
-//! `decoding` budget: see [`crate::decode`]), plus the rewriter's held-back bytes (less than the
+//! `decoding` budget: see [`crate::rewrite::decode`]), plus the rewriter's held-back bytes (less than the
 //! longest real secret); nothing waits for the end of the body.
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use http::header::{HeaderMap, HeaderName};
 use pingora::http::ResponseHeader;
 
 use super::headers::{self, HeaderError};
-use crate::decode::{DecodeError, Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS};
+use crate::rewrite::decode::{DecodeError, Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS};
 use crate::policy::{Policy, Refusal};
 use crate::rewrite::{Hits, RewriteStream};
 

@@ -1,5 +1,5 @@
 //! WebSocket upgrades: which upgrade requests and `101` answers are allowed, and the glue
-//! between the body filters and the frame scanners of [`crate::websocket`].
+//! between the body filters and the frame scanners of [`crate::rewrite::websocket`].
 //!
 //! How the agent's bytes reach the request body filter (Pingora 0.9.1, read from
 //! `pingora-proxy/src/proxy_h1.rs` and `pingora-core`'s v1 server session): an upgrade request
@@ -24,7 +24,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::{refusal_error, Ctx};
 use crate::policy::{Policy, Refusal, RuleSet};
-use crate::websocket::{Direction, WsError, WsScanner};
+use crate::rewrite::websocket::{Direction, WsError, WsScanner};
 
 /// The scanners of one WebSocket connection; present in the context of every admitted
 /// WebSocket upgrade request.

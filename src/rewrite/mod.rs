@@ -111,12 +111,15 @@
 //!
 //! (add `-s none` where the address sanitizer is unavailable).
 
+pub mod decode;
+pub mod encoded;
 mod error;
 mod hits;
 mod search;
 mod shape;
 mod stream;
 mod trie;
+pub mod websocket;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -22,11 +22,13 @@
 //!
 //! Response rewriter (needles are real values): every loaded real value becomes its dummy,
 //! whichever upstream answered; so do its encoded forms (base64 at each alignment,
-//! percent-encoding, JSON escapes; see [`crate::encoded`]), each into the same form of the
+//! percent-encoding, JSON escapes; see [`crate::rewrite::encoded`]), each into the same form of the
 //! dummy.
 //!
-//! Retired real values (replaced or removed by a reload, see [`crate::retired`]) stay in the
+//! Retired real values (replaced or removed by a reload, see [`crate::policy::retired`]) stay in the
 //! response rewriter, with the same encoded forms, until their grace ends.
+
+pub mod retired;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,12 +36,13 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::config::{AwsRole, Config, Credential, Route};
-use crate::encoded;
-use crate::proxy::peer::UpstreamTls;
-use crate::retired::Retired;
+use crate::rewrite::encoded;
+use crate::pki::upstream::UpstreamTls;
+pub use crate::refusal::Refusal;
+use retired::Retired;
 use crate::rewrite::{Action, Hits, Refused, Rewriter, Rule, Shape};
 use crate::secret::Secret;
-use crate::tls::ClientIdentity;
+use crate::pki::ClientIdentity;
 
 /// What a request rule does in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,29 +73,6 @@ pub struct AwsKey {
     pub access_key_id: usize,
     pub secret_access_key: usize,
     pub session_token: Option<usize>,
-}
-
-/// What a refused request is answered with. Messages name credentials, never values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    /// A short, stable reason used as a metric label and in the audit log.
-    pub reason: &'static str,
-    pub message: String,
-    /// The credential involved, if any.
-    pub credential: Option<usize>,
-}
-
-impl Refusal {
-    /// A refusal that involves no credential.
-    pub fn new(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            reason,
-            message: message.into(),
-            credential: None,
-        }
-    }
 }
 
 /// The rules of one place in a request: every rule of the upstream, with this place's actions.
@@ -394,7 +374,11 @@ impl Policy {
                         format!("{}{port}{}", r.host, r.path_prefix)
                     })
                     .collect(),
-                upstream_tls: config.upstreams.iter().map(UpstreamTls::new).collect(),
+                upstream_tls: config
+                    .upstreams
+                    .iter()
+                    .map(|u| UpstreamTls::new(u.ca.as_deref().map(|v| &v[..]), u.client_cert.as_deref()))
+                    .collect(),
                 config,
                 upstream_rules,
                 clients,
@@ -796,7 +780,7 @@ fn rule_set(
 
 /// Every real value `config` holds, shared and per client: (credential name, its dummy,
 /// value). The one place that enumerates them, so that retiring values (see
-/// [`crate::retired`]) misses none.
+/// [`crate::policy::retired`]) misses none.
 pub fn real_values(config: &Config) -> impl Iterator<Item = (&str, &[u8], &Arc<Secret>)> {
     config.credentials.iter().flat_map(|c| {
         c.values.iter().filter_map(move |v| {

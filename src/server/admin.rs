@@ -1,5 +1,5 @@
 //! The admin listener: `GET /healthz` (liveness), `GET /metrics` (Prometheus text format),
-//! `GET /status` (JSON) and `GET /` (HTML status page; see [`crate::status`]), and
+//! `GET /status` (JSON) and `GET /` (HTML status page; see [`crate::server::status`]), and
 //! `GET /reload/plan` (what reloading the config file on disk would change, without applying
 //! it; `slapenir check --admin` prints it). Keep it on loopback or an operators-only network;
 //! only `/` and `/status` are meant to be published (through the tunnel). Keep it on loopback or an operators-only
@@ -13,11 +13,11 @@ use pingora::protocols::http::ServerSession;
 /// The admin HTTP application.
 pub struct Admin {
     /// The running configuration file, when there is one (not for the embedded default).
-    pub reload: Option<std::sync::Arc<crate::reload::ConfigReload>>,
+    pub reload: Option<std::sync::Arc<crate::server::reload::ConfigReload>>,
     /// The running policy.
     pub policy: std::sync::Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
     /// The TLS listeners (for certificate expiry).
-    pub tls: Vec<std::sync::Arc<crate::tls::ListenerTlsState>>,
+    pub tls: Vec<std::sync::Arc<crate::connect::tls::ListenerTlsState>>,
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
@@ -41,7 +41,7 @@ impl ServeHttp for Admin {
         match req.uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/status" => {
-                let snap = crate::status::snapshot(&self.policy.load(), &self.tls);
+                let snap = crate::server::status::snapshot(&self.policy.load(), &self.tls);
                 let mut resp = text(StatusCode::OK, &format!("{snap:#}\n"));
                 resp.headers_mut().insert(
                     http::header::CONTENT_TYPE,
@@ -50,8 +50,8 @@ impl ServeHttp for Admin {
                 resp
             }
             "/" => {
-                let snap = crate::status::snapshot(&self.policy.load(), &self.tls);
-                let mut resp = text(StatusCode::OK, &crate::status::html(&snap));
+                let snap = crate::server::status::snapshot(&self.policy.load(), &self.tls);
+                let mut resp = text(StatusCode::OK, &crate::server::status::html(&snap));
                 resp.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/html; charset=utf-8"),

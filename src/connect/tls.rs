@@ -1,5 +1,5 @@
 //! Listener TLS: the server certificate, client-certificate verification (mTLS) and the client
-//! identity, all reloadable without dropping established connections.
+//! identity ([`ClientIdentity`]), all reloadable without dropping established connections.
 //!
 //! - [`ReloadableCert`] resolves the server certificate from an atomically swapped slot.
 //! - [`ReloadableVerifier`] verifies client certificates against an atomically swapped set of
@@ -23,136 +23,15 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::config::ListenerTls;
-
-/// Who is calling, from the client certificate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// Subject common name.
-    pub common_name: Option<String>,
-    /// SAN DNS names and URIs.
-    pub sans: Vec<String>,
-}
-
-impl ClientIdentity {
-    /// The name used in logs: the CN, or the first SAN.
-    pub fn name(&self) -> Option<&str> {
-        self.common_name
-            .as_deref()
-            .or_else(|| self.sans.first().map(String::as_str))
-    }
-
-    /// Whether any of the identity's names is in `allowed`.
-    pub fn is_any_of(&self, allowed: &[String]) -> bool {
-        allowed.iter().any(|a| {
-            self.common_name.as_deref() == Some(a.as_str()) || self.sans.iter().any(|s| s == a)
-        })
-    }
-
-    /// Reads CN and SANs from a DER certificate.
-    pub fn from_der(der: &[u8]) -> Option<ClientIdentity> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let common_name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
-        let mut sans = Vec::new();
-        if let Ok(Some(ext)) = cert.subject_alternative_name() {
-            for name in &ext.value.general_names {
-                match name {
-                    x509_parser::extensions::GeneralName::DNSName(d) => sans.push((*d).to_owned()),
-                    x509_parser::extensions::GeneralName::URI(u) => sans.push((*u).to_owned()),
-                    _ => {}
-                }
-            }
-        }
-        Some(ClientIdentity { common_name, sans })
-    }
-}
-
-/// Errors loading certificate files. Never holds key material.
-#[derive(Debug)]
-pub struct TlsLoadError(pub String);
-
-impl std::fmt::Display for TlsLoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsLoadError> {
-    let data = std::fs::read(path)
-        .map_err(|e| TlsLoadError(format!("cannot read {}: {e}", path.display())))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
-    let certs =
-        certs.map_err(|e| TlsLoadError(format!("{} is not valid PEM: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsLoadError(format!(
-            "{} holds no certificate",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
-    let data = zeroize::Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| TlsLoadError(format!("cannot read {}: {e}", path.display())))?,
-    );
-    rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|_| TlsLoadError(format!("{} is not a valid PEM private key", path.display())))?
-        .ok_or_else(|| TlsLoadError(format!("{} holds no private key", path.display())))
-}
-
-/// Loads a certificate chain and its key, checking that they belong together.
-///
-/// # Errors
-/// Unreadable files, bad PEM, a key that does not match the certificate.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsLoadError> {
-    let chain = read_pem_certs(cert)?;
-    let key = read_key(key)?;
-    let ck = CertifiedKey::from_der(chain, key, &provider())
-        .map_err(|e| TlsLoadError(format!("{} and its key: {e}", cert.display())))?;
-    ck.keys_match().map_err(|_| {
-        TlsLoadError(format!(
-            "the key does not match the certificate {}",
-            cert.display()
-        ))
-    })?;
-    Ok(ck)
-}
-
-/// Builds a client verifier from a CA bundle.
-///
-/// # Errors
-/// Unreadable or unusable CA files.
-pub fn load_client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsLoadError> {
-    let mut roots = RootCertStore::empty();
-    for c in read_pem_certs(ca)? {
-        roots.add(c).map_err(|e| {
-            TlsLoadError(format!(
-                "{}: not a usable CA certificate: {e}",
-                ca.display()
-            ))
-        })?;
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| TlsLoadError(format!("{}: {e}", ca.display())))
-}
+use crate::pki::pem::{load_certified_key, load_client_verifier, TlsLoadError};
+use crate::pki::ClientIdentity;
 
 /// The server certificate, swappable.
 #[derive(Debug)]

@@ -28,7 +28,7 @@
 //! A third-party record is formatted to text and then:
 //! 1. the running policy's response rewriter (`Policy::response`, followed across reloads
 //!    through the same `ArcSwap` the proxy uses) turns every real value and each of its
-//!    encoded forms (base64, percent, JSON escapes, hex; see [`crate::encoded`]) into the same
+//!    encoded forms (base64, percent, JSON escapes, hex; see [`crate::rewrite::encoded`]) into the same
 //!    form of its dummy — exactly what an agent would see of the same bytes;
 //! 2. the result is unescaped once and twice by the Rust escapes above, once by
 //!    `HeaderValue`'s (which leaves `\` unescaped, so `\t` there is two bytes), and the byte
@@ -359,7 +359,7 @@ mod tests {
             needle: Zeroizing::new(REAL.as_bytes().to_vec()),
             action: Action::Replace(Zeroizing::new(DUMMY.as_bytes().to_vec())),
         }];
-        for form in crate::encoded::response_forms(REAL.as_bytes(), DUMMY.as_bytes()) {
+        for form in crate::rewrite::encoded::response_forms(REAL.as_bytes(), DUMMY.as_bytes()) {
             rules.push(Rule {
                 name: "openai".into(),
                 needle: form.needle,

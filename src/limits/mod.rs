@@ -1,37 +1,18 @@
 //! Limits at run time: who a client is for its limits ([`client_key`]), the closed list of limit
-//! names that metrics and audit lines share ([`LIMITS`]), and the metric label a client is
+//! names that metrics and audit lines share ([`LIMITS`], kept with the metrics), and the metric label a client is
 //! counted under ([`client_label`]). The numbers come from `crate::config::limits`; per-client
 //! enforcement (what each client holds now, its buckets) is in [`client`].
 
 pub mod client;
+pub mod overload;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::config::limits::Limits;
-use crate::tls::ClientIdentity;
+use crate::pki::ClientIdentity;
 
-/// Every limit a request or connection can hit: a closed list, so the label set stays bounded.
-/// Per client: `connections`, `tunnels`, `requests_per_second`, `streams`,
-/// `body_bytes_per_second`. The gateway's: `total_connections`, `file_descriptors`,
-/// `header_bytes`, `headers`, `idle_timeout`, `head_timeout`, `body_idle_timeout`,
-/// `request_timeout`, `send_timeout`.
-pub const LIMITS: &[&str] = &[
-    "connections",
-    "tunnels",
-    "requests_per_second",
-    "streams",
-    "body_bytes_per_second",
-    "total_connections",
-    "file_descriptors",
-    "header_bytes",
-    "headers",
-    "idle_timeout",
-    "head_timeout",
-    "body_idle_timeout",
-    "request_timeout",
-    "send_timeout",
-];
+pub use crate::metrics::LIMITS;
 
 /// The name a client's limits are kept under: the first of its certificate's names (common name,
 /// then SANs) that `limits.clients` names; else its common name or first SAN; else, on a

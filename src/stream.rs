@@ -24,7 +24,7 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::TunnelInfo;
+use crate::pki::ClientIdentity;
 
 /// The last chunk of a chunked body: after it, a response is complete.
 const LAST_CHUNK: &[u8; 5] = b"0\r\n\r\n";
@@ -230,3 +230,13 @@ impl GetSocketDigest for PrefixStream {
 
 #[async_trait]
 impl Peek for PrefixStream {}
+
+/// What a request inside a tunnel knows about it.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    /// The `CONNECT` target host, lower case.
+    pub host: String,
+    pub port: u16,
+    /// The identity from the outer (m)TLS handshake.
+    pub identity: Option<ClientIdentity>,
+}

@@ -3,7 +3,7 @@
 //! constant time, never printed) — and settings changed (limits, DNS, decoding, rotation). Used by the reload log line and by
 //! `slapenir check --admin ADDR`, which asks the running gateway for the plan of the file on disk.
 //! It also names the credentials whose old real value a reload retires (kept scrubbed from
-//! responses for `rotation.retired_grace`) or drops (see [`crate::retired`]).
+//! responses for `rotation.retired_grace`) or drops (see [`crate::policy::retired`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -279,8 +279,8 @@ impl Plan {
         plan
     }
 
-    /// Adds what a reload changes in retired values (see [`crate::retired::Changes`]).
-    pub fn with_retirement(mut self, changes: &crate::retired::Changes) -> Plan {
+    /// Adds what a reload changes in retired values (see [`crate::policy::retired::Changes`]).
+    pub fn with_retirement(mut self, changes: &crate::policy::retired::Changes) -> Plan {
         self.retired = changes.retired.iter().map(|(n, _)| n.clone()).collect();
         self.retired_dropped = changes.dropped.clone();
         for list in [&mut self.retired, &mut self.retired_dropped] {

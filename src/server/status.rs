@@ -6,30 +6,17 @@
 //! This is what a tunnel may expose to the internet, so it holds names and numbers only: never
 //! a secret, a dummy value, a header, a path or a client address.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use once_cell::sync::Lazy;
 use serde_json::{json, Value};
 
+use crate::metrics;
 use crate::policy::Policy;
 use crate::secret::SecretSource;
-use crate::tls::ListenerTlsState;
+use crate::connect::tls::ListenerTlsState;
 
 static STARTED: Lazy<Instant> = Lazy::new(Instant::now);
-
-#[derive(Default, Clone)]
-struct UpstreamStats {
-    requests: u64,
-    errors: u64,
-    /// Whether the last attempt got an answer.
-    last_ok: Option<bool>,
-}
-
-static UPSTREAMS: Lazy<Mutex<HashMap<String, UpstreamStats>>> = Lazy::new(Default::default);
-/// (credential, client identity or `""`) → unix time of the last swap.
-static LAST_USED: Lazy<Mutex<HashMap<(String, String), u64>>> = Lazy::new(Default::default);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -43,37 +30,11 @@ pub fn init() {
     Lazy::force(&STARTED);
 }
 
-/// An upstream answered (`ok`) or failed to.
-pub fn upstream_outcome(upstream: &str, ok: bool) {
-    if let Ok(mut m) = UPSTREAMS.lock() {
-        // Look up by &str first: the key is allocated once per upstream, not per request.
-        if !m.contains_key(upstream) {
-            m.insert(upstream.to_owned(), UpstreamStats::default());
-        }
-        let Some(s) = m.get_mut(upstream) else { return };
-        s.requests += 1;
-        if !ok {
-            s.errors += 1;
-        }
-        s.last_ok = Some(ok);
-    }
-}
-
-/// A credential was swapped (either direction).
-/// A credential was swapped (either direction); `client` is the configured client identity whose
-/// value was used, or `""`.
-pub fn credential_used(name: &str, client: &str) {
-    let now = unix_now();
-    if let Ok(mut m) = LAST_USED.lock() {
-        m.insert((name.to_owned(), client.to_owned()), now);
-    }
-}
-
 /// The snapshot as JSON.
 pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Value {
     let c = &policy.config;
-    let upstream_stats = UPSTREAMS.lock().map(|m| m.clone()).unwrap_or_default();
-    let last_used = LAST_USED.lock().map(|m| m.clone()).unwrap_or_default();
+    let upstream_stats = metrics::upstream_stats();
+    let last_used = metrics::last_used();
     let routes: Vec<Value> = c
         .routes
         .iter()
@@ -155,7 +116,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
             }))
         })
         .collect();
-    // Retired real values (see `crate::retired`), by credential name; never a value.
+    // Retired real values (see `crate::policy::retired`), by credential name; never a value.
     let instant = std::time::Instant::now();
     let retired: Vec<Value> = policy
         .retired
@@ -167,7 +128,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
             })
         })
         .collect();
-    let (ok, failed) = crate::metrics::reload_counts();
+    let (ok, failed) = metrics::reload_counts();
     let dns = dns_section(c);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -178,7 +139,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
         "retired": retired,
         "certificates": certificates,
         "reloads": { "success": ok, "failure": failed },
-        "gateway_limits": crate::overload::status(&c.limits),
+        "gateway_limits": crate::limits::overload::status(&c.limits),
         "limits": crate::limits::client::status(&c.limits),
         "dns": dns,
     })

@@ -9,7 +9,7 @@
 //!   mix. Old secrets are zeroized when the last request holding the old policy ends.
 //!
 //! A reload that replaces or removes a real value *retires* it: the new policy keeps scrubbing
-//! it from responses for `rotation.retired_grace` (see [`crate::retired`]). Each poll also
+//! it from responses for `rotation.retired_grace` (see [`crate::policy::retired`]). Each poll also
 //! checks whether a retired value's grace has ended; if so it compiles the *running*
 //! configuration again without it (never the file on disk: a timer must not apply an edit) and
 //! swaps that in, and the value is zeroized once no request holds the old policy. Log lines
@@ -30,11 +30,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
-use crate::plan::Plan;
+use crate::server::plan::Plan;
 use crate::policy::Policy;
-use crate::retired::{self, Changes, Retired};
+use crate::policy::retired::{self, Changes, Retired};
 use crate::secret::SecretSource;
-use crate::tls::ListenerTlsState;
+use crate::connect::tls::ListenerTlsState;
 
 /// The configuration file of a running gateway and its current policy.
 pub struct ConfigReload {

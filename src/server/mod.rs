@@ -2,6 +2,12 @@
 //! listener per configured address, the admin service — and runs it until SIGTERM (graceful)
 //! or SIGINT (fast).
 
+pub mod admin;
+pub mod log_scrub;
+pub mod plan;
+pub mod reload;
+pub mod status;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,15 +20,15 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::server::admin::Admin;
 use crate::config::Loaded;
-use crate::connect::mint::Minter;
+use crate::pki::mint::Minter;
 use crate::connect::GatewayApp;
 use crate::limits::client::Shutdown;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
-use crate::reload::{ConfigReload, Reloader};
-use crate::tls::ListenerTlsState;
+use crate::server::reload::{ConfigReload, Reloader};
+use crate::connect::tls::ListenerTlsState;
 use pingora::services::background::background_service;
 
 /// Bytes each agent connection reads ahead from its socket. Pingora's default (64 KiB) is
@@ -52,9 +58,9 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
         )),
         None => None,
     };
-    crate::overload::raise_nofile();
-    let h2_options = crate::overload::h2_options(&loaded.config.limits);
-    let h2_server = crate::overload::h2_server_options(&loaded.config.limits);
+    crate::limits::overload::raise_nofile();
+    let h2_options = crate::limits::overload::h2_options(&loaded.config.limits);
+    let h2_server = crate::limits::overload::h2_server_options(&loaded.config.limits);
     let policy = Policy::compile(loaded.config).map_err(|errs| errs.join("\n"))?;
     for c in &policy.config.credentials {
         for v in &c.values {
@@ -72,10 +78,10 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     crate::proxy::peer::configure(&policy.config);
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     // Before any peer is talked to: third-party log records lose the real values from now on.
-    crate::log_scrub::follow(policy.clone());
+    crate::server::log_scrub::follow(policy.clone());
     let admin_policy = policy.clone();
     crate::metrics::init();
-    crate::status::init();
+    crate::server::status::init();
     // The embedded default has no file to re-read.
     let config_reload = config_path.map(|p| Arc::new(ConfigReload::new(p, policy.clone())));
 
@@ -195,10 +201,10 @@ fn drain_then_exit(mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>)
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
-    let open = crate::overload::open_connections();
+    let open = crate::limits::overload::open_connections();
     log::info!("draining: {open} agent connection(s) open, waiting at most {DRAIN_MAX:?}");
     let started = Instant::now();
-    while crate::overload::open_connections() > 0 {
+    while crate::limits::overload::open_connections() > 0 {
         if started.elapsed() >= DRAIN_MAX {
             return;
         }

@@ -1,0 +1,86 @@
+//! Certificates and keys read from PEM files, for the listener and the interception CA.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+
+/// Errors loading certificate files. Never holds key material.
+#[derive(Debug)]
+pub struct TlsLoadError(pub String);
+
+impl std::fmt::Display for TlsLoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsLoadError> {
+    let data = std::fs::read(path)
+        .map_err(|e| TlsLoadError(format!("cannot read {}: {e}", path.display())))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
+    let certs =
+        certs.map_err(|e| TlsLoadError(format!("{} is not valid PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsLoadError(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
+    let data = zeroize::Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| TlsLoadError(format!("cannot read {}: {e}", path.display())))?,
+    );
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|_| TlsLoadError(format!("{} is not a valid PEM private key", path.display())))?
+        .ok_or_else(|| TlsLoadError(format!("{} holds no private key", path.display())))
+}
+
+/// Loads a certificate chain and its key, checking that they belong together.
+///
+/// # Errors
+/// Unreadable files, bad PEM, a key that does not match the certificate.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsLoadError> {
+    let chain = read_pem_certs(cert)?;
+    let key = read_key(key)?;
+    let ck = CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| TlsLoadError(format!("{} and its key: {e}", cert.display())))?;
+    ck.keys_match().map_err(|_| {
+        TlsLoadError(format!(
+            "the key does not match the certificate {}",
+            cert.display()
+        ))
+    })?;
+    Ok(ck)
+}
+
+/// Builds a client verifier from a CA bundle.
+///
+/// # Errors
+/// Unreadable or unusable CA files.
+pub fn load_client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsLoadError> {
+    let mut roots = RootCertStore::empty();
+    for c in read_pem_certs(ca)? {
+        roots.add(c).map_err(|e| {
+            TlsLoadError(format!(
+                "{}: not a usable CA certificate: {e}",
+                ca.display()
+            ))
+        })?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsLoadError(format!("{}: {e}", ca.display())))
+}
