@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::pki::ClientIdentity;
+use crate::refusal::Reason;
 
 static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -23,7 +24,7 @@ pub struct Request<'a> {
     pub route: Option<&'a str>,
     pub upstream: Option<&'a str>,
     pub status: Option<u16>,
-    pub refusal: Option<&'a str>,
+    pub refusal: Option<Reason>,
     pub refused_credential: Option<&'a str>,
     pub credentials_in: Vec<&'a str>,
     /// Dummies forwarded unchanged: found outside the places their credential is swapped in.
@@ -83,7 +84,7 @@ fn emit(line: &impl Serialize) {
 }
 
 /// Writes the audit line for a `CONNECT` refused before any tunnel was opened.
-pub fn log_tunnel_refusal(host: &str, identity: Option<&ClientIdentity>, reason: &str) {
+pub fn log_tunnel_refusal(host: &str, identity: Option<&ClientIdentity>, reason: Reason) {
     emit(&serde_json::json!({
         "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
@@ -96,20 +97,16 @@ pub fn log_tunnel_refusal(host: &str, identity: Option<&ClientIdentity>, reason:
 
 /// Writes the audit line for a connection or request head refused by a gateway-wide limit
 /// (`limit`, one of [`crate::metrics::LIMITS`]) before the proxy saw a request.
-pub fn log_overload_refusal(
-    identity: Option<&ClientIdentity>,
-    status: u16,
-    limit: &str,
-) {
+pub fn log_overload_refusal(identity: Option<&ClientIdentity>, status: u16, limit: &str) {
     emit(&serde_json::json!({
         "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
         "identity": identity.and_then(|i| i.name()),
         "status": status,
         "refusal": match status {
-            431 => "request_header_too_large",
-            408 => "request_timeout",
-            _ => "overloaded",
+            431 => Reason::RequestHeaderTooLarge,
+            408 => Reason::RequestTimeout,
+            _ => Reason::Overloaded,
         },
         "limit": limit,
     }));

@@ -33,6 +33,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::refusal::Reason;
+
 /// Every limit a request or connection can hit: a closed list, so the label set stays bounded.
 /// Per client: `connections`, `tunnels`, `requests_per_second`, `streams`,
 /// `body_bytes_per_second`. The gateway's: `total_connections`, `file_descriptors`,
@@ -55,39 +57,13 @@ pub const LIMITS: &[&str] = &[
     "send_timeout",
 ];
 
-/// Refusal reasons: a closed list, so the label set stays bounded.
-pub const REFUSAL_REASONS: &[&str] = &[
-    "no_route",
-    "credential_bound_elsewhere",
-    "credential_unavailable",
-    "client_not_allowed",
-    "upgrade_not_allowed",
-    "compressed_body_refused",
-    "unsolicited_upgrade",
-    "decode_budget_exceeded",
-    "mtls_failure",
-    "bad_request",
-    "connect_unsupported",
-    "placeholder_in_header_name",
-    "credential_not_for_client",
-    "credential_rule_denied",
-    "real_secret_from_agent",
-    "misdirected_request",
-    "tunnel_handshake_failed",
-    "aws_signature_invalid",
-    "aws_signature_malformed",
-    "aws_signing_unsupported",
-    "aws_signed_body_too_large",
-    "aws_secret_key_sent",
-    "aws_misconfigured",
-    "websocket_handshake_refused",
-    "websocket_protocol_error",
-    "overloaded",
-    "request_header_too_large",
-    "request_timeout",
-    "client_limit",
-    "upstream_busy",
-    "other",
+/// The limits of [`LIMITS`] that are per client (the rest are the gateway's own).
+const PER_CLIENT: &[&str] = &[
+    "connections",
+    "tunnels",
+    "requests_per_second",
+    "streams",
+    "body_bytes_per_second",
 ];
 
 #[allow(clippy::expect_used)] // registration of static, well-formed metrics cannot fail
@@ -248,17 +224,12 @@ pub fn init() {
     }
     Lazy::force(&defs::REPLACEMENTS);
     Lazy::force(&defs::MISPLACED);
-    for r in REFUSAL_REASONS {
-        defs::REFUSALS.with_label_values(&[r]);
+    for r in Reason::ALL {
+        defs::REFUSALS.with_label_values(&[r.as_str()]);
     }
     // The gateway's own limits appear at zero from the start (client labels appear with use).
-    for l in LIMITS {
-        if !matches!(
-            *l,
-            "connections" | "tunnels" | "requests_per_second" | "streams" | "body_bytes_per_second"
-        ) {
-            defs::LIMITED.with_label_values(&["gateway", l]);
-        }
+    for l in LIMITS.iter().filter(|l| !PER_CLIENT.contains(l)) {
+        defs::LIMITED.with_label_values(&["gateway", l]);
     }
     Lazy::force(&defs::IN_FLIGHT);
     Lazy::force(&defs::UPSTREAM_DURATION);
@@ -374,18 +345,13 @@ pub fn misplaced(credential: &str, n: u64) {
 }
 
 /// Counts a refusal; unknown reasons are counted as `other` to keep the label set closed.
-pub fn refusal(reason: &str) {
-    let r = REFUSAL_REASONS
-        .iter()
-        .find(|r| **r == reason)
-        .copied()
-        .unwrap_or("other");
-    defs::REFUSALS.with_label_values(&[r]).inc();
+pub fn refusal(reason: Reason) {
+    defs::REFUSALS.with_label_values(&[reason.as_str()]).inc();
 }
 
 /// Counts a client certificate that failed verification.
 pub fn mtls_failure() {
-    refusal("mtls_failure");
+    refusal(Reason::MtlsFailure);
 }
 
 /// Counts a limit hit by `client` (a label from `crate::limits::client_label`, or `gateway`);
@@ -442,33 +408,6 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn allocator_gauges_are_exported_when_scraped() {
-        let kinds: Vec<&str> = allocator_stats().iter().map(|(k, _)| *k).collect();
-        assert_eq!(
-            kinds,
-            [
-                "allocated",
-                "active",
-                "metadata",
-                "resident",
-                "mapped",
-                "retained"
-            ]
-        );
-        let text = render();
-        for kind in kinds {
-            let line = format!("slapenir_allocator_bytes{{kind=\"{kind}\"}} ");
-            assert!(text.contains(&line), "{line} missing from /metrics");
-        }
-    }
-}
-
 // What the status page shows besides these metrics: each upstream's request and error counts
 // and its last outcome, and when each credential was last used (a time, which a counter is not).
 
@@ -521,4 +460,45 @@ pub fn upstream_stats() -> HashMap<String, UpstreamStats> {
 /// When each (credential, client) was last used, in seconds since the Unix epoch.
 pub fn last_used() -> HashMap<(String, String), u64> {
     LAST_USED.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn allocator_gauges_are_exported_when_scraped() {
+        let kinds: Vec<&str> = allocator_stats().iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "allocated",
+                "active",
+                "metadata",
+                "resident",
+                "mapped",
+                "retained"
+            ]
+        );
+        let text = render();
+        for kind in kinds {
+            let line = format!("slapenir_allocator_bytes{{kind=\"{kind}\"}} ");
+            assert!(text.contains(&line), "{line} missing from /metrics");
+        }
+    }
+
+    #[test]
+    fn every_refusal_reason_and_limit_has_its_series_from_the_start() {
+        init();
+        let text = render();
+        for r in Reason::ALL {
+            let series = format!("slapenir_refusals_total{{reason=\"{r}\"}} ");
+            assert!(text.contains(&series), "{series} missing from /metrics");
+        }
+        for l in LIMITS.iter().filter(|l| !PER_CLIENT.contains(l)) {
+            let series = format!("slapenir_limited_total{{client=\"gateway\",limit=\"{l}\"}} ");
+            assert!(text.contains(&series), "{series} missing from /metrics");
+        }
+    }
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::secret::{Secret, SecretSource};
 pub use crate::pki::upstream::ClientCert;
+use crate::secret::{Secret, SecretSource};
 pub use locate::{Location, YamlPath};
 
 /// The documented example, compiled in: `slapenir run` without `--config` serves it.

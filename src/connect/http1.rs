@@ -22,18 +22,19 @@ use crate::limits::overload::{GATEWAY, RETRY_AFTER};
 use crate::pki::ClientIdentity;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
+use crate::refusal::Reason;
 use crate::stream::PrefixStream;
 
 /// Answers a connection refused by [`admit`] with `503` and closes it.
 pub async fn shed(mut stream: Stream, limit: &'static str) {
     let identity = identity(&stream);
     crate::metrics::limited(GATEWAY, limit);
-    crate::metrics::refusal("overloaded");
+    crate::metrics::refusal(Reason::Overloaded);
     crate::audit::log_overload_refusal(identity.as_ref(), 503, limit);
     answer(
         &mut stream,
         503,
-        "overloaded",
+        Reason::Overloaded,
         "the gateway is at its connection limit; retry shortly",
         SHED_LINGER,
     )
@@ -55,7 +56,7 @@ const LINGER: Duration = Duration::from_secs(1);
 const SHED_LINGER: Duration = Duration::from_millis(10);
 
 /// Writes a complete refusal on a raw connection and closes it (after a short lingering read).
-async fn answer(stream: &mut Stream, status: u16, reason: &str, message: &str, linger: Duration) {
+async fn answer(stream: &mut Stream, status: u16, reason: Reason, message: &str, linger: Duration) {
     let phrase = match status {
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
@@ -223,12 +224,12 @@ async fn refuse_head(stream: &mut Stream, status: u16, limit: &'static str) {
     crate::metrics::limited(GATEWAY, limit);
     let (reason, message) = if status == 431 {
         (
-            "request_header_too_large",
+            Reason::RequestHeaderTooLarge,
             "the request head is larger than this gateway accepts",
         )
     } else {
         (
-            "request_timeout",
+            Reason::RequestTimeout,
             "the request head took longer than this gateway waits",
         )
     };

@@ -35,10 +35,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::limits::client::{
     refusal_bytes, ConnectionUse, Limited, OverLimit, Shutdown, OVER_LIMIT_H2_GRACE,
 };
+use crate::pki::mint::Minter;
+use crate::pki::ClientIdentity;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
-use crate::pki::ClientIdentity;
-use crate::pki::mint::Minter;
+use crate::refusal::Reason;
 use crate::stream::{PrefixStream, TunnelInfo};
 
 /// How long a client may take to send its first request line or `CONNECT` head.
@@ -181,14 +182,14 @@ fn admit_connection(policy: &Policy, stream: &Stream) -> Result<ConnectionUse, L
 /// when the client's tarpit says (or at once when the gateway shuts down).
 async fn refuse_over_limit(stream: &mut Stream, limited: &Limited, shutdown: &ShutdownWatch) {
     crate::limits::client::tarpit(limited.answer_at, Some(shutdown)).await;
-    crate::metrics::refusal("client_limit");
+    crate::metrics::refusal(Reason::ClientLimit);
     let _ = stream.write_all(refusal_bytes(limited)).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
 }
 
 /// A refusal written on the raw connection (before any tunnel exists).
-async fn refuse(stream: &mut Stream, status: u16, reason: &'static str, message: &str) {
+async fn refuse(stream: &mut Stream, status: u16, reason: Reason, message: &str) {
     crate::metrics::refusal(reason);
     let phrase = match status {
         400 => "Bad Request",
@@ -267,7 +268,7 @@ impl GatewayApp {
             .unwrap_or(Err("the CONNECT head took too long"))
         {
             Ok(h) => h,
-            Err(msg) => return refuse(&mut stream, 400, "bad_request", msg).await,
+            Err(msg) => return refuse(&mut stream, 400, Reason::BadRequest, msg).await,
         };
         let identity = stream
             .get_ssl_digest()
@@ -278,23 +279,31 @@ impl GatewayApp {
                 "no route for `{}:{}`: this gateway only opens tunnels to configured APIs",
                 head.host, head.port
             );
-            crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "no_route");
-            return refuse(&mut stream, 403, "no_route", &msg).await;
+            crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), Reason::NoRoute);
+            return refuse(&mut stream, 403, Reason::NoRoute, &msg).await;
         }
         // Held until the tunnel closes; refused before `200`.
         let _tunnel = match conn.open_tunnel(&policy) {
             Ok(hold) => hold,
             Err(limited) => {
-                crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "client_limit");
+                crate::audit::log_tunnel_refusal(
+                    &head.host,
+                    identity.as_ref(),
+                    Reason::ClientLimit,
+                );
                 return refuse_over_limit(&mut stream, &limited, shutdown).await;
             }
         };
         let Some(minter) = self.minter.clone() else {
-            crate::audit::log_tunnel_refusal(&head.host, identity.as_ref(), "connect_unsupported");
+            crate::audit::log_tunnel_refusal(
+                &head.host,
+                identity.as_ref(),
+                Reason::ConnectUnsupported,
+            );
             return refuse(
                 &mut stream,
                 501,
-                "connect_unsupported",
+                Reason::ConnectUnsupported,
                 "CONNECT needs TLS interception, which this gateway has not configured (`interception` in the config)",
             )
             .await;
@@ -305,8 +314,8 @@ impl GatewayApp {
                 log::error!("tunnel to `{}`: {e}", head.host);
                 return refuse(
                     &mut stream,
-                    403,
-                    "other",
+                    500,
+                    Reason::Internal,
                     "cannot open a tunnel to this host",
                 )
                 .await;
@@ -342,7 +351,7 @@ impl GatewayApp {
             {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    crate::metrics::refusal("tunnel_handshake_failed");
+                    crate::metrics::refusal(Reason::TunnelHandshakeFailed);
                     log::info!("tunnel to `{}`: TLS handshake refused: {e}", head.host);
                     return;
                 }
@@ -354,8 +363,14 @@ impl GatewayApp {
         if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
             self.proxy.process_new(Box::new(tls), shutdown).await;
         } else {
-            crate::connect::http1::serve_http1(&self.proxy, &self.policy, Box::new(tls), None, shutdown)
-                .await;
+            crate::connect::http1::serve_http1(
+                &self.proxy,
+                &self.policy,
+                Box::new(tls),
+                None,
+                shutdown,
+            )
+            .await;
         }
     }
 }

@@ -23,8 +23,8 @@ use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 
 use crate::config::limits::{ClientLimits, Limits};
-use crate::policy::Policy;
 use crate::pki::ClientIdentity;
+use crate::policy::Policy;
 
 /// Client keys kept before idle ones are forgotten.
 pub const MAX_TRACKED: usize = 4096;

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::config::limits::Limits;
 use crate::policy::Policy;
-use crate::refusal::Refusal;
+use crate::refusal::{Reason, Refusal};
 
 /// The metric label of gateway-wide limits.
 pub const GATEWAY: &str = "gateway";
@@ -214,7 +214,7 @@ pub fn on_request(session: &mut Session, limits: &Limits) -> Result<(), Refusal>
     crate::metrics::limited(GATEWAY, limit);
     Err(Refusal {
         status: 431,
-        reason: "request_header_too_large",
+        reason: Reason::RequestHeaderTooLarge,
         message: "the request head is larger than this gateway accepts".into(),
         credential: None,
     })
@@ -230,7 +230,7 @@ pub fn body_deadline(started: Instant, limits: &Limits) -> pingora::Result<()> {
         return Ok(());
     }
     crate::metrics::limited(GATEWAY, "request_timeout");
-    crate::metrics::refusal("request_timeout");
+    crate::metrics::refusal(Reason::RequestTimeout);
     Error::e_explain(ErrorType::HTTPStatus(408), "request_timeout")
 }
 

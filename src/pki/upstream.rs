@@ -20,7 +20,6 @@ impl std::fmt::Debug for ClientCert {
     }
 }
 
-
 /// Trust roots for one upstream: system roots plus its extra CA, parsed once per config.
 pub type CaList = Arc<[WrappedX509]>;
 
@@ -82,4 +81,3 @@ fn pingora_core_native_roots() -> std::result::Result<Vec<Vec<u8>>, ()> {
     out.extend(certs.into_iter().map(|c| c.as_ref().to_vec()));
     Ok(out)
 }
-

@@ -36,13 +36,13 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::config::{AwsRole, Config, Credential, Route};
-use crate::rewrite::encoded;
 use crate::pki::upstream::UpstreamTls;
-pub use crate::refusal::Refusal;
-use retired::Retired;
+use crate::pki::ClientIdentity;
+use crate::refusal::{Reason, Refusal};
+use crate::rewrite::encoded;
 use crate::rewrite::{Action, Hits, Refused, Rewriter, Rule, Shape};
 use crate::secret::Secret;
-use crate::pki::ClientIdentity;
+use retired::Retired;
 
 /// What a request rule does in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,7 +377,9 @@ impl Policy {
                 upstream_tls: config
                     .upstreams
                     .iter()
-                    .map(|u| UpstreamTls::new(u.ca.as_deref().map(|v| &v[..]), u.client_cert.as_deref()))
+                    .map(|u| {
+                        UpstreamTls::new(u.ca.as_deref().map(|v| &v[..]), u.client_cert.as_deref())
+                    })
                     .collect(),
                 config,
                 upstream_rules,
@@ -523,7 +525,7 @@ impl Policy {
                     .map_or("?", |c| c.name.as_str());
                 Err(Refusal {
                     status: 403,
-                    reason: "credential_rule_denied",
+                    reason: Reason::CredentialRuleDenied,
                     message: format!(
                         "credential `{name}` may not be used for this request: its method, path or query parameters are outside the credential's `allow` rules (credentials.{name}.allow)"
                     ),
@@ -555,31 +557,31 @@ impl Policy {
             // is the operator's business (and may be a key pasted in the wrong place).
             RuleKind::Unavailable => (
                 503,
-                "credential_unavailable",
+                Reason::CredentialUnavailable,
                 format!("credential `{name}` is unavailable on this gateway"),
             ),
             RuleKind::NotForClient => (
                 403,
-                "credential_not_for_client",
+                Reason::CredentialNotForClient,
                 format!("credential `{name}` has no value for this client; it is configured per client identity"),
             ),
             RuleKind::AwsSecret => (
                 403,
-                "aws_secret_key_sent",
+                Reason::AwsSecretKeySent,
                 format!(
                     "credential `{name}` is an AWS secret access key: it is never sent; requests are signed with it"
                 ),
             ),
             RuleKind::RealFromAgent => (
                 403,
-                "real_secret_from_agent",
+                Reason::RealSecretFromAgent,
                 format!(
                     "the request holds the real value of credential `{name}`; agents hold only dummies, and a real value is never forwarded"
                 ),
             ),
             RuleKind::Foreign | RuleKind::Replace | RuleKind::Misplaced => (
                 403,
-                "credential_bound_elsewhere",
+                Reason::CredentialBoundElsewhere,
                 format!(
                     "credential `{name}` may not be sent to upstream `{up}`; it is bound to other upstreams"
                 ),

@@ -23,7 +23,8 @@ use pingora::http::RequestHeader;
 
 use super::request::{self, Prepared};
 use crate::aws::sigv4::{Keys, Payload, PayloadHash, RequestView, SigV4Error, SignedRequest};
-use crate::policy::{Policy, Refusal};
+use crate::policy::Policy;
+use crate::refusal::{Reason, Refusal};
 use crate::rewrite::Hits;
 
 /// The largest body the gateway reads before signing (`413` above it): the signature covers
@@ -53,10 +54,10 @@ impl Pending {
 
 fn refusal(e: &SigV4Error, credential: Option<usize>) -> Refusal {
     let reason = match e.status() {
-        400 => "aws_signature_malformed",
-        403 => "aws_signature_invalid",
-        501 => "aws_signing_unsupported",
-        _ => "aws_misconfigured",
+        400 => Reason::AwsSignatureMalformed,
+        403 => Reason::AwsSignatureInvalid,
+        501 => Reason::AwsSigningUnsupported,
+        _ => Reason::AwsMisconfigured,
     };
     Refusal {
         status: e.status(),
@@ -140,13 +141,13 @@ fn key_values(policy: &Policy, key: usize, real: bool) -> Result<KeyValues, Refu
     let aws = policy
         .aws_keys
         .get(key)
-        .ok_or_else(|| Refusal::new(500, "internal", "unknown AWS credential"))?;
+        .ok_or_else(|| Refusal::new(500, Reason::Internal, "unknown AWS credential"))?;
     let value = |idx: usize| -> Result<zeroize::Zeroizing<Vec<u8>>, Refusal> {
         let cred = policy
             .config
             .credentials
             .get(idx)
-            .ok_or_else(|| Refusal::new(500, "internal", "unknown credential"))?;
+            .ok_or_else(|| Refusal::new(500, Reason::Internal, "unknown credential"))?;
         if !real {
             return Ok(zeroize::Zeroizing::new(cred.dummy.clone()));
         }
@@ -160,7 +161,7 @@ fn key_values(policy: &Policy, key: usize, real: bool) -> Result<KeyValues, Refu
             // Named by credential only: its source is the operator's business.
             Err(_) => Err(Refusal {
                 status: 503,
-                reason: "credential_unavailable",
+                reason: Reason::CredentialUnavailable,
                 message: format!("credential `{}` is unavailable on this gateway", cred.name),
                 credential: Some(idx),
             }),
@@ -171,7 +172,7 @@ fn key_values(policy: &Policy, key: usize, real: bool) -> Result<KeyValues, Refu
         access_key_id: String::from_utf8(id.to_vec()).map_err(|_| {
             Refusal::new(
                 500,
-                "aws_misconfigured",
+                Reason::AwsMisconfigured,
                 format!("the access key id of credential `{}` is not text", aws.name),
             )
         })?,
@@ -221,7 +222,7 @@ pub fn finish(
             if PayloadHash::of_body(b) != PayloadHash::Sha256(*declared) {
                 return Err(Refusal {
                     status: 403,
-                    reason: "aws_signature_invalid",
+                    reason: Reason::AwsSignatureInvalid,
                     message: "AWS Signature Version 4: the body does not match the hash it was signed with (x-amz-content-sha256); it was altered after signing".into(),
                     credential,
                 });
@@ -274,7 +275,7 @@ pub fn finish(
         .map_err(fail)?;
     for edit in resigned.headers {
         let mut value = HeaderValue::from_bytes(&edit.value)
-            .map_err(|_| Refusal::new(502, "invalid_header", "cannot set a signed header"))?;
+            .map_err(|_| Refusal::new(502, Reason::InvalidHeader, "cannot set a signed header"))?;
         value.set_sensitive(true);
         let name = http::HeaderName::from_static(edit.name);
         match prepared.headers.iter_mut().find(|(n, _)| *n == name) {

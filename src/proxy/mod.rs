@@ -31,13 +31,14 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit;
-use crate::stream::PrefixStream;
-use crate::stream::TunnelInfo;
 use crate::limits::client::{Limited, OverLimit, RequestUse, Shutdown};
 use crate::metrics;
-use crate::policy::{Policy, Refusal};
-use crate::rewrite::{Hits, RewriteStream};
 use crate::pki::ClientIdentity;
+use crate::policy::Policy;
+use crate::refusal::{Reason, Refusal};
+use crate::rewrite::{Hits, RewriteStream};
+use crate::stream::PrefixStream;
+use crate::stream::TunnelInfo;
 use response::{BodyError, BodyScrubber};
 
 /// The gateway: the current policy, swapped atomically on reload.
@@ -124,15 +125,23 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         metrics::in_flight(1);
         ctx.identity = client_identity(session);
-        if let Err(refusal) = crate::limits::overload::on_request(session, &ctx.policy.config.limits) {
-            respond(session, &refusal).await;
+        if let Err(refusal) =
+            crate::limits::overload::on_request(session, &ctx.policy.config.limits)
+        {
+            respond(
+                session,
+                refusal.status,
+                Some(refusal.reason),
+                &refusal.message,
+            )
+            .await;
             ctx.refusal = Some(refusal);
             return Ok(true);
         }
         if let Err(limited) = admit_limits(session, ctx) {
             self.shutdown.tarpit(limited.answer_at).await;
             respond_limited(session, &limited).await;
-            ctx.refusal = Some(Refusal::new(429, "client_limit", String::new()));
+            ctx.refusal = Some(Refusal::new(429, Reason::ClientLimit, String::new()));
             return Ok(true);
         }
         let mut admitted = admit(session, ctx);
@@ -145,7 +154,13 @@ impl ProxyHttp for Gateway {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 ctx.limits.release();
-                respond(session, &refusal).await;
+                respond(
+                    session,
+                    refusal.status,
+                    Some(refusal.reason),
+                    &refusal.message,
+                )
+                .await;
                 ctx.refusal = Some(refusal);
                 Ok(true)
             }
@@ -453,7 +468,7 @@ impl ProxyHttp for Gateway {
     /// generic message — never the error's text, which may describe upstream internals.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (code, reason, message) = match &ctx.refusal {
-            Some(r) => (r.status, r.reason, r.message.clone()),
+            Some(r) => (r.status, Some(r.reason), r.message.clone()),
             None => {
                 let code = match e.etype() {
                     _ if crate::limits::overload::downstream_status(e).is_some() => 408,
@@ -474,7 +489,7 @@ impl ProxyHttp for Gateway {
                     504 => "the upstream timed out",
                     _ => "the gateway could not complete the request",
                 };
-                (code, "", msg.to_string())
+                (code, None, msg.to_string())
             }
         };
         ctx.limits.release();
@@ -482,13 +497,7 @@ impl ProxyHttp for Gateway {
         // close`), so a client never sends its next request into a connection being closed.
         session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
-            let refusal = Refusal {
-                status: code,
-                reason,
-                message,
-                credential: None,
-            };
-            respond(session, &refusal).await;
+            respond(session, code, reason, &message).await;
         }
         FailToProxy {
             error_code: code,
@@ -514,7 +523,7 @@ impl ProxyHttp for Gateway {
         if ctx
             .refusal
             .as_ref()
-            .is_none_or(|r| r.reason != "client_limit")
+            .is_none_or(|r| r.reason != Reason::ClientLimit)
         {
             audit::log_request(&audit_line(session, e, ctx));
         }
@@ -586,7 +595,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         if target.host != tunnel.host || !port_ok {
             return Err(Refusal {
                 status: 421,
-                reason: "misdirected_request",
+                reason: Reason::MisdirectedRequest,
                 message: format!(
                     "this tunnel is for `{}:{}`; open a new one for `{}`",
                     tunnel.host, tunnel.port, target.host
@@ -603,7 +612,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         .route(&target.host, target.port, &path)
         .ok_or_else(|| Refusal {
             status: 403,
-            reason: "no_route",
+            reason: Reason::NoRoute,
             message: format!(
                 "no route for host `{}`: this gateway only forwards to configured APIs",
                 target.host
@@ -622,7 +631,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         if !ok {
             return Err(Refusal {
                 status: 403,
-                reason: "client_not_allowed",
+                reason: Reason::ClientNotAllowed,
                 message: match ctx.identity.as_ref().and_then(|i| i.name()) {
                     Some(name) => format!("client `{name}` is not allowed on this route"),
                     None => "this route is limited to certain clients, and this connection has no client certificate".into(),
@@ -634,7 +643,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
     if session.is_upgrade_req() && !route.websocket {
         return Err(Refusal {
             status: 403,
-            reason: "upgrade_not_allowed",
+            reason: Reason::UpgradeNotAllowed,
             message: "protocol upgrades (WebSocket) are not allowed on this route; its traffic could not be scanned".into(),
             credential: None,
         });
@@ -699,7 +708,11 @@ async fn finish_aws_with_body(
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && session.as_mut().write_continue_response().await.is_err() {
-        return Err(Refusal::new(400, "bad_request", "the client went away"));
+        return Err(Refusal::new(
+            400,
+            Reason::BadRequest,
+            "the client went away",
+        ));
     }
     let mut body = Vec::new();
     loop {
@@ -708,7 +721,7 @@ async fn finish_aws_with_body(
                 if body.len() + chunk.len() > aws::MAX_SIGNED_BODY {
                     return Err(Refusal::new(
                         413,
-                        "aws_signed_body_too_large",
+                        Reason::AwsSignedBodyTooLarge,
                         format!(
                             "AWS Signature Version 4: a request signed over its body can be re-signed up to {} KiB; send larger uploads with x-amz-content-sha256: UNSIGNED-PAYLOAD (the S3 default over HTTPS)",
                             aws::MAX_SIGNED_BODY / 1024
@@ -721,14 +734,14 @@ async fn finish_aws_with_body(
             Err(_) => {
                 return Err(Refusal::new(
                     400,
-                    "bad_request",
+                    Reason::BadRequest,
                     "the request body could not be read",
                 ))
             }
         }
     }
     let (Some(u), Some(prepared)) = (ctx.upstream, ctx.prepared.as_mut()) else {
-        return Err(Refusal::new(500, "internal", "request not admitted"));
+        return Err(Refusal::new(500, Reason::Internal, "request not admitted"));
     };
     let req = session.req_header();
     aws::finish(
@@ -829,32 +842,29 @@ fn has_no_body(session: &Session, response: &ResponseHeader) -> bool {
 
 /// Records a refusal (for the answer and the audit line) and turns it into a Pingora error.
 fn refusal_error(slot: &mut Option<Refusal>, refusal: Refusal) -> Box<Error> {
-    let e = Error::explain(ErrorType::HTTPStatus(refusal.status), refusal.reason);
+    let e = Error::explain(
+        ErrorType::HTTPStatus(refusal.status),
+        refusal.reason.as_str(),
+    );
     *slot = Some(refusal);
     e
 }
 
-/// Writes a small plain-text answer. The message never holds a secret value.
-async fn respond(session: &mut Session, refusal: &Refusal) {
-    let body = Bytes::from(format!("slapenir: {}\n", refusal.message));
-    let Ok(mut resp) = ResponseHeader::build(refusal.status, Some(4)) else {
+/// Writes a small plain-text answer: a refusal (`reason`), or a failure the gateway could not
+/// help (`X-Slapenir-Refusal: error`). The message never holds a secret value.
+async fn respond(session: &mut Session, status: u16, reason: Option<Reason>, message: &str) {
+    let body = Bytes::from(format!("slapenir: {message}\n"));
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
         return;
     };
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     // Only where waiting helps: a busy upstream frees a connection within seconds; an
     // unavailable credential does not come back by retrying.
-    if refusal.reason == "upstream_busy" {
+    if reason == Some(Reason::UpstreamBusy) {
         let _ = resp.insert_header(http::header::RETRY_AFTER, "1");
     }
-    let _ = resp.insert_header(
-        "x-slapenir-refusal",
-        if refusal.reason.is_empty() {
-            "error"
-        } else {
-            refusal.reason
-        },
-    );
+    let _ = resp.insert_header("x-slapenir-refusal", reason.map_or("error", Reason::as_str));
     if let Err(e) = session.write_response_header(Box::new(resp), false).await {
         log::debug!("could not write the refusal header: {e}");
         return;

@@ -27,7 +27,7 @@ use crate::config::{Dns, HttpVersion, Upstream};
 use crate::dns::Addresses;
 use crate::metrics;
 use crate::pki::upstream::UpstreamTls;
-use crate::policy::Refusal;
+use crate::refusal::{Reason, Refusal};
 
 /// A request's hold on its upstream, kept in the request context across Pingora's retries: its
 /// slot under `max_connections`, the addresses the name resolved to, and how many of them a
@@ -115,7 +115,7 @@ pub fn connect_failed(hold: &mut Hold, e: &mut Error) {
 fn busy(up: &Upstream) -> Refusal {
     Refusal::new(
         503,
-        "upstream_busy",
+        Reason::UpstreamBusy,
         format!(
             "upstream `{}` has all its {} connections in use; retry later",
             up.name, up.max_connections

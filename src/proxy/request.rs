@@ -9,7 +9,8 @@ use super::headers::{self, HeaderChanges, HeaderError};
 use crate::rewrite::encoded;
 use std::sync::Arc;
 
-use crate::policy::{Policy, Refusal, RuleSet, UpstreamRules};
+use crate::policy::{Policy, RuleSet, UpstreamRules};
+use crate::refusal::{Reason, Refusal};
 use crate::rewrite::{Hits, Refused, Rewriter};
 
 /// Where a request is going, as the agent asked for it.
@@ -33,7 +34,7 @@ const DROP_UPSTREAM: &[&str] = &[
     "sec-websocket-extensions",
 ];
 
-fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
+fn refuse(status: u16, reason: Reason, message: impl Into<String>) -> Refusal {
     Refusal::new(status, reason, message)
 }
 
@@ -48,7 +49,7 @@ pub fn target(req: &RequestHeader) -> Result<Target, Refusal> {
         // handling is for HTTP/1.1 connections.
         return Err(refuse(
             501,
-            "connect_unsupported",
+            Reason::ConnectUnsupported,
             "CONNECT is handled on HTTP/1.1 connections to the gateway only",
         ));
     }
@@ -74,7 +75,7 @@ pub fn target(req: &RequestHeader) -> Result<Target, Refusal> {
     if !raw.starts_with(b"/") {
         return Err(refuse(
             400,
-            "bad_request",
+            Reason::BadRequest,
             "the request target must be a path (`/v1/...`) or an absolute http:// URL",
         ));
     }
@@ -84,7 +85,7 @@ pub fn target(req: &RequestHeader) -> Result<Target, Refusal> {
             .headers
             .get(http::header::HOST)
             .map(|h| h.as_bytes())
-            .ok_or_else(|| refuse(400, "bad_request", "the request has no Host header"))?,
+            .ok_or_else(|| refuse(400, Reason::BadRequest, "the request has no Host header"))?,
     };
     let (host, port) = parse_authority(authority)?;
     Ok(Target {
@@ -107,12 +108,12 @@ fn strip_scheme(raw: &[u8]) -> Option<(u16, &[u8])> {
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port` → lower-case host and optional port.
 fn parse_authority(a: &[u8]) -> Result<(String, Option<u16>), Refusal> {
-    let bad = || refuse(400, "bad_request", "the request names no valid host");
+    let bad = || refuse(400, Reason::BadRequest, "the request names no valid host");
     let s = std::str::from_utf8(a).map_err(|_| bad())?;
     if s.contains('@') {
         return Err(refuse(
             400,
-            "bad_request",
+            Reason::BadRequest,
             "user info in the request target is not allowed",
         ));
     }
@@ -177,7 +178,7 @@ pub fn match_path(path_and_query: &[u8]) -> Result<Vec<u8>, Refusal> {
     {
         return Err(refuse(
             400,
-            "bad_request",
+            Reason::BadRequest,
             "dot segments (`.` or `..`) are not allowed in the path",
         ));
     }
@@ -215,7 +216,7 @@ pub fn prepare(
 ) -> Result<(Prepared, Hits), Refusal> {
     let rules = policy
         .request_rules(upstream, slot)
-        .ok_or_else(|| refuse(500, "internal", "unknown upstream"))?;
+        .ok_or_else(|| refuse(500, Reason::Internal, "unknown upstream"))?;
     let nowhere = rules.nowhere();
     let mut hits = Hits::new();
     if req
@@ -225,7 +226,7 @@ pub fn prepare(
     {
         return Err(refuse(
             400,
-            "placeholder_in_header_name",
+            Reason::PlaceholderInHeaderName,
             "credential placeholders may appear in header values, not header names",
         ));
     }
@@ -239,7 +240,7 @@ pub fn prepare(
         HeaderError::Refused(name, r) => policy.request_refusal(upstream, rules.header(&name), &r),
         HeaderError::Invalid(name) => refuse(
             502,
-            "invalid_header",
+            Reason::InvalidHeader,
             format!("a rewritten `{name}` header is not a valid header value"),
         ),
     })?;
@@ -389,10 +390,10 @@ pub fn apply_upstream(
     req: &mut RequestHeader,
 ) -> Result<(), Refusal> {
     let Some(up) = policy.config.upstreams.get(upstream) else {
-        return Err(refuse(500, "internal", "unknown upstream"));
+        return Err(refuse(500, Reason::Internal, "unknown upstream"));
     };
     req.set_raw_path(&prepared.path_and_query)
-        .map_err(|_| refuse(400, "bad_request", "the request target is not valid"))?;
+        .map_err(|_| refuse(400, Reason::BadRequest, "the request target is not valid"))?;
     for name in DROP_UPSTREAM {
         req.remove_header(*name);
     }
@@ -404,20 +405,20 @@ pub fn apply_upstream(
         req.remove_header(name);
         for v in values {
             req.append_header(name.clone(), v.clone())
-                .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
+                .map_err(|_| refuse(502, Reason::InvalidHeader, "cannot set a header"))?;
         }
     }
     req.insert_header(http::header::HOST, up.authority.as_str())
-        .map_err(|_| refuse(502, "invalid_header", "cannot set Host"))?;
+        .map_err(|_| refuse(502, Reason::InvalidHeader, "cannot set Host"))?;
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")
-        .map_err(|_| refuse(502, "invalid_header", "cannot set Accept-Encoding"))?;
+        .map_err(|_| refuse(502, Reason::InvalidHeader, "cannot set Accept-Encoding"))?;
     match &prepared.body {
         Some(body) => {
             // The body was read (and `100 Continue` answered) before the upstream was chosen.
             req.remove_header(&http::header::EXPECT);
             req.remove_header(&http::header::TRANSFER_ENCODING);
             req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-                .map_err(|_| refuse(502, "invalid_header", "cannot set Content-Length"))?;
+                .map_err(|_| refuse(502, Reason::InvalidHeader, "cannot set Content-Length"))?;
         }
         // Only a body whose rules may change its length goes chunked; every other keeps its
         // `Content-Length` (some upstreams, S3 among them, require one).

@@ -11,8 +11,11 @@ use http::header::{HeaderMap, HeaderName};
 use pingora::http::ResponseHeader;
 
 use super::headers::{self, HeaderError};
-use crate::rewrite::decode::{DecodeError, Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS};
-use crate::policy::{Policy, Refusal};
+use crate::policy::Policy;
+use crate::refusal::{Reason, Refusal};
+use crate::rewrite::decode::{
+    DecodeError, Decoder, Encoding, UnsupportedEncoding, MAX_STACKED_CODINGS,
+};
 use crate::rewrite::{Hits, RewriteStream};
 
 /// Headers describing the exact bytes of a body; wrong once the body is rewritten.
@@ -43,7 +46,7 @@ impl From<DecodeError> for BodyError {
         if e.is_over_budget() {
             BodyError::Refused(refuse(
                 502,
-                "decode_budget_exceeded",
+                Reason::DecodeBudgetExceeded,
                 format!("the upstream's compressed body decodes to more than the gateway's decoding budget allows ({e})"),
             ))
         } else {
@@ -52,7 +55,7 @@ impl From<DecodeError> for BodyError {
     }
 }
 
-fn refuse(status: u16, reason: &'static str, message: impl Into<String>) -> Refusal {
+fn refuse(status: u16, reason: Reason, message: impl Into<String>) -> Refusal {
     Refusal::new(status, reason, message)
 }
 
@@ -124,7 +127,7 @@ pub fn prepare(
     let (codings, transfer_coded) = body_codings(resp).map_err(|e| {
         refuse(
             502,
-            "compressed_body_refused",
+            Reason::CompressedBodyRefused,
             format!("the upstream sent a body the gateway cannot scan ({e})"),
         )
     })?;
@@ -211,10 +214,10 @@ fn scrub_headers(
     }
     let changes = headers::rewrite_values(&resp.headers, rw, hits, false).map_err(|e| match e {
         // The response rewriter has no refusing rules.
-        HeaderError::Refused(..) => refuse(500, "internal", "response rules refused"),
+        HeaderError::Refused(..) => refuse(500, Reason::Internal, "response rules refused"),
         HeaderError::Invalid(name) => refuse(
             502,
-            "invalid_header",
+            Reason::InvalidHeader,
             format!("a scrubbed `{name}` header is not a valid value"),
         ),
     })?;
@@ -222,7 +225,7 @@ fn scrub_headers(
         resp.remove_header(&name);
         for v in values {
             resp.append_header(name.clone(), v)
-                .map_err(|_| refuse(502, "invalid_header", "cannot set a header"))?;
+                .map_err(|_| refuse(502, Reason::InvalidHeader, "cannot set a header"))?;
         }
     }
     Ok(())

@@ -23,7 +23,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
 use super::{refusal_error, Ctx};
-use crate::policy::{Policy, Refusal, RuleSet};
+use crate::policy::{Policy, RuleSet};
+use crate::refusal::{Reason, Refusal};
 use crate::rewrite::websocket::{Direction, WsError, WsScanner};
 
 /// The scanners of one WebSocket connection; present in the context of every admitted
@@ -48,7 +49,7 @@ pub fn check_request(req: &RequestHeader) -> std::result::Result<(), Refusal> {
     if !is_websocket(req.headers.get_all(http::header::UPGRADE)) {
         return Err(Refusal::new(
             403,
-            "upgrade_not_allowed",
+            Reason::UpgradeNotAllowed,
             "only WebSocket upgrades (`Upgrade: websocket`) are allowed; other protocols could not be scanned",
         ));
     }
@@ -60,7 +61,7 @@ pub fn check_request(req: &RequestHeader) -> std::result::Result<(), Refusal> {
     if req.method != http::Method::GET || has_body {
         return Err(Refusal::new(
             400,
-            "bad_request",
+            Reason::BadRequest,
             "a WebSocket upgrade is a GET request without a body",
         ));
     }
@@ -79,14 +80,14 @@ pub fn check_101(
     let refuse = |why: &str| {
         Err(Refusal::new(
             502,
-            "websocket_handshake_refused",
+            Reason::WebsocketHandshakeRefused,
             format!("the upstream's protocol switch was refused: {why}"),
         ))
     };
     if !websocket_request {
         return Err(Refusal::new(
             502,
-            "unsolicited_upgrade",
+            Reason::UnsolicitedUpgrade,
             "the upstream switched protocols although the request asked for no upgrade; what follows could not be scanned",
         ));
     }
@@ -252,19 +253,19 @@ fn refusal(
     match e {
         WsError::Refused(r) if dir == Direction::ToUpstream => match rules {
             Some(set) => policy.request_refusal(upstream.unwrap_or(usize::MAX), set, r),
-            None => Refusal::new(500, "internal", "no rules for the agent's frames"),
+            None => Refusal::new(500, Reason::Internal, "no rules for the agent's frames"),
         },
         // The response rewriter has no refusing rules; failing is the safe answer if it did.
-        WsError::Refused(_) => Refusal::new(500, "internal", "a response rule refused"),
+        WsError::Refused(_) => Refusal::new(500, Reason::Internal, "a response rule refused"),
         WsError::Protocol(what) => Refusal::new(
             match dir {
                 Direction::ToUpstream => 400,
                 Direction::ToAgent => 502,
             },
-            "websocket_protocol_error",
+            Reason::WebsocketProtocolError,
             format!("WebSocket frames from the {side} refused: {what}"),
         ),
-        WsError::Random => Refusal::new(500, "internal", "no random masking key available"),
+        WsError::Random => Refusal::new(500, Reason::Internal, "no random masking key available"),
     }
 }
 
@@ -328,7 +329,7 @@ mod tests {
             ),
         ];
         for (name, r, want) in cases {
-            let got = check_request(r).err().map(|e| e.reason);
+            let got = check_request(r).err().map(|e| e.reason.as_str());
             assert_eq!(got, *want, "{name}");
         }
     }
@@ -357,7 +358,7 @@ mod tests {
                 } else {
                     "unsolicited_upgrade"
                 };
-                assert_eq!(e.reason, want, "{name}");
+                assert_eq!(e.reason.as_str(), want, "{name}");
             }
         }
     }

@@ -20,15 +20,15 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::listening::Service;
 
-use crate::server::admin::Admin;
 use crate::config::Loaded;
-use crate::pki::mint::Minter;
+use crate::connect::tls::ListenerTlsState;
 use crate::connect::GatewayApp;
 use crate::limits::client::Shutdown;
+use crate::pki::mint::Minter;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
+use crate::server::admin::Admin;
 use crate::server::reload::{ConfigReload, Reloader};
-use crate::connect::tls::ListenerTlsState;
 use pingora::services::background::background_service;
 
 /// Bytes each agent connection reads ahead from its socket. Pingora's default (64 KiB) is

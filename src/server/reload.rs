@@ -30,11 +30,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
-use crate::server::plan::Plan;
-use crate::policy::Policy;
-use crate::policy::retired::{self, Changes, Retired};
-use crate::secret::SecretSource;
 use crate::connect::tls::ListenerTlsState;
+use crate::policy::retired::{self, Changes, Retired};
+use crate::policy::Policy;
+use crate::secret::SecretSource;
+use crate::server::plan::Plan;
 
 /// The configuration file of a running gateway and its current policy.
 pub struct ConfigReload {

@@ -11,10 +11,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use once_cell::sync::Lazy;
 use serde_json::{json, Value};
 
+use crate::connect::tls::ListenerTlsState;
 use crate::metrics;
 use crate::policy::Policy;
 use crate::secret::SecretSource;
-use crate::connect::tls::ListenerTlsState;
 
 static STARTED: Lazy<Instant> = Lazy::new(Instant::now);
 
