@@ -5,7 +5,7 @@
 //!
 //! `cargo build --release && cargo bench --bench connect` (the gateway under test is
 //! `target/release/slapenir`; `CONNECT_BENCH_SECS` sets each row's duration, default 3).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

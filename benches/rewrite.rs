@@ -9,6 +9,8 @@
 //! `xoxb-...`, several sharing a first byte), 1 to 4,096 of them; bodies are JSON-ish text with
 //! one credential per 4 KiB or none.
 
+#![allow(clippy::panic)] // a bench that cannot set up stops
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;

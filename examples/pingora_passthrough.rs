@@ -7,6 +7,8 @@
 //! target/release/examples/pingora_passthrough 127.0.0.1:8080 127.0.0.1:9000
 //! ```
 
+#![allow(clippy::panic)]
+
 use std::process::ExitCode;
 
 use async_trait::async_trait;

@@ -153,7 +153,7 @@ fn trim_trailing_newline(v: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::type_complexity)]
+    #![allow(clippy::panic, clippy::unwrap_used, clippy::type_complexity)]
     use super::*;
 
     #[test]

@@ -25,7 +25,7 @@
 //!
 //! Every probe prints its outcome per mode (`cargo test ... -- --nocapture` shows them); with
 //! `ADVERSARIAL_DUMP=DIR` set, what curl received in each mode is copied into `DIR`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -6,7 +6,7 @@
 //! The upstream counts what it verified and rejected, and lists the access key ids it saw; the
 //! client dumps every response it received, which is searched for every decodable form of the
 //! real key id, secret and session token.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Cross-check against botocore, an independent SigV4 implementation: requests that botocore
 //! signed must verify here, and requests re-signed here must verify in botocore. Needs
 //! `python3` with `botocore` (`pip install botocore`); the script is `tests/aws/crosscheck.py`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

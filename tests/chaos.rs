@@ -15,7 +15,7 @@
 //! these tests fail with a message saying so, they are not skipped. The leftover checks here
 //! look at the system directly rather than asking the scripts under test. The tests take turns
 //! (one lock): each run gets its own prefix, but they share the CPU the timings depend on.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //!
 //! Each test can be shown to fail without its limit: with `CLIENT_LIMITS_UNLIMITED=1` the limit
 //! under test is configured `unlimited` and the test's assertions about it fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! `slapenir check` through the real binary: every shipped config in `conf/` passes, and broken
 //! configs are reported with every error at its file:line:column.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -1,7 +1,12 @@
 //! `CONNECT` (`HTTPS_PROXY`) with TLS interception, through real clients: curl with an HTTPS
 //! proxy and client certificate, Python httpx with `HTTPS_PROXY`, and a rustls client for the
 //! refusals that ordinary clients cannot produce (SNI or `Host` different from the target).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 mod common;
 

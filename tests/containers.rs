@@ -19,7 +19,7 @@
 //!
 //! A tool that is missing fails its test with the command that installs it; nothing is skipped.
 //! Every process started here is stopped when its test ends, pass or fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

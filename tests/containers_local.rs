@@ -30,7 +30,7 @@
 //! (172.30.0.0/24, 172.31.0.0/24): the test checks they are free first, and nothing it sends
 //! leaves them and loopback. `docker kill` is not used to simulate crashes: Docker treats it
 //! as a manual stop, after which `unless-stopped` does not restart the container.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::io::Read;

@@ -12,7 +12,7 @@
 //! The ignored test runs the same bomb with the budget turned off (a ratio and a total nothing
 //! reaches), which shows the measurement catches the amplification; run it by hand:
 //! `cargo test --release --test decode_budget -- --ignored --nocapture`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

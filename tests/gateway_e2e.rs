@@ -1,7 +1,12 @@
 //! End-to-end tests of the gateway core through real sockets: a real `slapenir` process, real
 //! upstream servers (plain HTTP/1.1, TLS with a test CA, HTTP/2 over TLS, h2c) that record what
 //! they receive, and real clients (`curl`, hyper, a raw TCP writer).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 mod common;
 

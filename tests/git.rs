@@ -3,7 +3,7 @@
 //! (`git http-backend` behind a small TLS server, `tests/git/git_http_server.py`) that requires
 //! Basic auth with the real token. The agent's remote URL holds only the dummy; git turns it into
 //! `Authorization: Basic`, which the gateway decodes, swaps and encodes again.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

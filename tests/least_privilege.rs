@@ -9,7 +9,12 @@
 //! - per-agent values (`clients`): one dummy, two identities, two real keys; a third identity is
 //!   refused;
 //! - real values sent by the agent, in every channel and encoding: refused, never forwarded.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -5,7 +5,7 @@
 //! record of Pingora (which quote heads, bodies and the upstream request with its real value)
 //! goes through the filter too. Without the filter these records hold the values (shown in the
 //! report of the change that added it: `Fail to proxy: … buf: HTTP/1.1 2x0 sk-live-…`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

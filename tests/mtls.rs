@@ -1,7 +1,12 @@
 //! mTLS on the agents' listener, through real clients (curl, `openssl s_client`, Python's `ssl`
 //! module and a rustls client): who is refused at the handshake, who gets in, what identity is
 //! logged, per-route `clients`, and certificate reload under load.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 mod common;
 

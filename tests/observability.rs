@@ -13,7 +13,7 @@
 //! `prometheus` and `promtool` (`apt-get install -y prometheus`), `chromium`
 //! (`apt-get install -y chromium`) and `curl`. Prometheus is started here on a loopback port,
 //! never as a system service.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! and the timeouts), end to end: the real gateway binary on a plain listener (a TLS one for
 //! HTTP/2), raw sockets as the misbehaving agent, a real upstream. Each case runs with the limit set low and with it
 //! set out of reach, so each shows that the bound is the limit's doing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

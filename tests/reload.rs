@@ -3,7 +3,12 @@
 //! old configuration keeps serving, `check --admin` shows the plan, a rotated key parked
 //! upstream and read back stays scrubbed during the retirement grace, and a rotated secret is
 //! gone from the gateway's memory once the grace ends and no request uses it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Self-tests of the end-to-end helpers in `common`: every upstream kind and behaviour, driven by
 //! real clients (a hyper client and `curl`), so gateway tests can trust what the upstream
 //! records and sends.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

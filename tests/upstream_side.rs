@@ -13,7 +13,7 @@
 //! The DNS server and the upstream are written here (a few lines of std sockets each) because
 //! the tests need what they count: queries and the instant each one arrived and was answered,
 //! sockets open at once, and which of two addresses served a request.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

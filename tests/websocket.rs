@@ -5,7 +5,7 @@
 //! Each leak probe first runs the same exchange straight to the upstream, where the real key
 //! does reach the client (and the dummy or foreign dummy reaches the upstream), so the checks
 //! through the gateway can fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -432,7 +432,7 @@ pub fn apply_upstream(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::type_complexity)]
+    #![allow(clippy::panic, clippy::unwrap_used, clippy::type_complexity)]
     use super::*;
 
     fn req(method: &str, target: &[u8], host: Option<&str>) -> RequestHeader {

@@ -1057,7 +1057,7 @@ fn is_zlib_header(cmf: u8, flg: u8) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -1556,7 +1556,7 @@ mod tests {
 /// output (or any scratch buffer) grows past the limit; legitimate data below the budget
 /// passes whatever the split.
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod budget_tests {
     use super::*;
     use std::io::Write;

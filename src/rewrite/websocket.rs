@@ -605,7 +605,7 @@ fn wipe(v: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::rewrite::{Action, Rule};
     use proptest::prelude::*;

@@ -345,7 +345,7 @@ impl Log for ScrubbingLogger {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::rewrite::{Action, Rule};
     use zeroize::Zeroizing;

@@ -3,7 +3,7 @@
 //!
 //! Each integration test file includes this module with `mod common;` and uses only part of
 //! it, so unused-item warnings are silenced here for the whole module.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod child;
 pub mod client;
