@@ -45,7 +45,7 @@ impl UpstreamTls {
 
 /// Builds the trust list for an upstream with an extra CA: the system roots and `extra` (an
 /// upstream without one gets `None`: Pingora's connector then uses the system roots).
-pub fn ca_list(extra: &[Vec<u8>]) -> CaList {
+fn ca_list(extra: &[Vec<u8>]) -> CaList {
     let mut ders: Vec<Vec<u8>> = extra.to_vec();
     if let Ok(system) = pingora_core_native_roots() {
         ders.extend(system);

@@ -149,11 +149,6 @@ impl UpstreamRules {
         self.set(i)
     }
 
-    /// Whether any credential is swapped into a query parameter.
-    pub fn any_query(&self) -> bool {
-        !self.query.is_empty()
-    }
-
     /// Rules for the path.
     pub fn path(&self) -> &Arc<RuleSet> {
         self.set(self.path)
