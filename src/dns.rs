@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use once_cell::sync::Lazy;
+use std::sync::LazyLock;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
@@ -125,7 +125,7 @@ pub struct Resolver {
     full_logged: AtomicBool,
 }
 
-static GLOBAL: Lazy<Arc<Resolver>> = Lazy::new(|| Arc::new(Resolver::default()));
+static GLOBAL: LazyLock<Arc<Resolver>> = LazyLock::new(|| Arc::new(Resolver::default()));
 
 /// The process's resolver.
 pub fn global() -> &'static Arc<Resolver> {

@@ -26,12 +26,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use once_cell::sync::Lazy;
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     TextEncoder,
 };
+use std::sync::LazyLock;
 
 use crate::refusal::Reason;
 
@@ -70,7 +70,7 @@ const PER_CLIENT: &[&str] = &[
 mod defs {
     use super::*;
 
-    pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_requests_total",
             "Requests answered, by route, upstream and status class.",
@@ -78,7 +78,7 @@ mod defs {
         )
         .expect("register slapenir_requests_total")
     });
-    pub static DURATION: Lazy<HistogramVec> = Lazy::new(|| {
+    pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         register_histogram_vec!(
             "slapenir_request_duration_seconds",
             "Time from request start to the end of the response, by route and upstream.",
@@ -90,7 +90,7 @@ mod defs {
         )
         .expect("register slapenir_request_duration_seconds")
     });
-    pub static UPSTREAM_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
+    pub static UPSTREAM_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         register_histogram_vec!(
             "slapenir_upstream_duration_seconds",
             "Time from choosing the upstream to its response header, by upstream.",
@@ -102,7 +102,7 @@ mod defs {
         )
         .expect("register slapenir_upstream_duration_seconds")
     });
-    pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_upstream_errors_total",
             "Failed upstream connections or exchanges, by upstream and kind (connect, tls, timeout, other).",
@@ -110,7 +110,7 @@ mod defs {
         )
         .expect("register slapenir_upstream_errors_total")
     });
-    pub static DNS_LOOKUPS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static DNS_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_dns_lookups_total",
             "DNS queries for an upstream's host name (first lookup and background refreshes), by upstream and result (ok, error).",
@@ -118,7 +118,7 @@ mod defs {
         )
         .expect("register slapenir_dns_lookups_total")
     });
-    pub static UPSTREAM_CONNECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static UPSTREAM_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_upstream_connections_total",
             "Upstream connections used by requests, by upstream and whether the connection was reused (true) or newly opened (false).",
@@ -126,7 +126,7 @@ mod defs {
         )
         .expect("register slapenir_upstream_connections_total")
     });
-    pub static UPSTREAM_IN_USE: Lazy<prometheus::IntGaugeVec> = Lazy::new(|| {
+    pub static UPSTREAM_IN_USE: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
         prometheus::register_int_gauge_vec!(
             "slapenir_upstream_connections_in_use",
             "Requests holding one of the upstream's max_connections slots.",
@@ -134,7 +134,7 @@ mod defs {
         )
         .expect("register slapenir_upstream_connections_in_use")
     });
-    pub static CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
+    pub static CERT_EXPIRY: LazyLock<GaugeVec> = LazyLock::new(|| {
         register_gauge_vec!(
             "slapenir_certificate_expiry_timestamp_seconds",
             "notAfter of each listener's server certificate, unix time.",
@@ -142,7 +142,7 @@ mod defs {
         )
         .expect("register slapenir_certificate_expiry_timestamp_seconds")
     });
-    pub static BODY_BYTES: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static BODY_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_body_bytes_total",
             "Body bytes, by direction (in: from the agent, out: to the agent).",
@@ -150,7 +150,7 @@ mod defs {
         )
         .expect("register slapenir_body_bytes_total")
     });
-    pub static REPLACEMENTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static REPLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_replacements_total",
             "Credential swaps, by credential name and direction (request: dummy to real, response: real to dummy).",
@@ -158,7 +158,7 @@ mod defs {
         )
         .expect("register slapenir_replacements_total")
     });
-    pub static MISPLACED: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static MISPLACED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_misplaced_dummies_total",
             "Dummies found outside the places their credential is swapped in, forwarded unchanged.",
@@ -166,7 +166,7 @@ mod defs {
         )
         .expect("register slapenir_misplaced_dummies_total")
     });
-    pub static REFUSALS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_refusals_total",
             "Refused requests or connections, by reason.",
@@ -174,7 +174,7 @@ mod defs {
         )
         .expect("register slapenir_refusals_total")
     });
-    pub static LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_limited_total",
             "Connections and requests refused, shed or slowed by a limit, by client (a configured identity, or `other`; `gateway` for the gateway's own limits) and limit (see `LIMITS`).",
@@ -182,11 +182,11 @@ mod defs {
         )
         .expect("register slapenir_limited_total")
     });
-    pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
+    pub static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
         register_int_gauge!("slapenir_in_flight_requests", "Requests being served.")
             .expect("register slapenir_in_flight_requests")
     });
-    pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
+    pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_config_reloads_total",
             "Configuration reloads by result (success, failure); a failure keeps the old configuration.",
@@ -194,7 +194,7 @@ mod defs {
         )
         .expect("register slapenir_config_reloads_total")
     });
-    pub static ALLOCATOR: Lazy<IntGaugeVec> = Lazy::new(|| {
+    pub static ALLOCATOR: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         register_int_gauge_vec!(
             "slapenir_allocator_bytes",
             "The heap allocator's statistics, read when scraped.",
@@ -202,7 +202,7 @@ mod defs {
         )
         .expect("register slapenir_allocator_bytes")
     });
-    pub static BUILD: Lazy<GaugeVec> = Lazy::new(|| {
+    pub static BUILD: LazyLock<GaugeVec> = LazyLock::new(|| {
         register_gauge_vec!(
             "slapenir_build_info",
             "The running version (always 1).",
@@ -217,13 +217,13 @@ pub fn init() {
     defs::BUILD
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1.0);
-    Lazy::force(&defs::REQUESTS);
-    Lazy::force(&defs::DURATION);
+    LazyLock::force(&defs::REQUESTS);
+    LazyLock::force(&defs::DURATION);
     for d in ["in", "out"] {
         defs::BODY_BYTES.with_label_values(&[d]);
     }
-    Lazy::force(&defs::REPLACEMENTS);
-    Lazy::force(&defs::MISPLACED);
+    LazyLock::force(&defs::REPLACEMENTS);
+    LazyLock::force(&defs::MISPLACED);
     for r in Reason::ALL {
         defs::REFUSALS.with_label_values(&[r.as_str()]);
     }
@@ -231,13 +231,13 @@ pub fn init() {
     for l in LIMITS.iter().filter(|l| !PER_CLIENT.contains(l)) {
         defs::LIMITED.with_label_values(&["gateway", l]);
     }
-    Lazy::force(&defs::IN_FLIGHT);
-    Lazy::force(&defs::UPSTREAM_DURATION);
-    Lazy::force(&defs::UPSTREAM_ERRORS);
-    Lazy::force(&defs::CERT_EXPIRY);
-    Lazy::force(&defs::DNS_LOOKUPS);
-    Lazy::force(&defs::UPSTREAM_CONNECTIONS);
-    Lazy::force(&defs::UPSTREAM_IN_USE);
+    LazyLock::force(&defs::IN_FLIGHT);
+    LazyLock::force(&defs::UPSTREAM_DURATION);
+    LazyLock::force(&defs::UPSTREAM_ERRORS);
+    LazyLock::force(&defs::CERT_EXPIRY);
+    LazyLock::force(&defs::DNS_LOOKUPS);
+    LazyLock::force(&defs::UPSTREAM_CONNECTIONS);
+    LazyLock::force(&defs::UPSTREAM_IN_USE);
     for r in ["success", "failure"] {
         defs::RELOADS.with_label_values(&[r]);
     }
@@ -420,9 +420,9 @@ pub struct UpstreamStats {
     pub last_ok: Option<bool>,
 }
 
-static UPSTREAMS: Lazy<Mutex<HashMap<String, UpstreamStats>>> = Lazy::new(Default::default);
+static UPSTREAMS: LazyLock<Mutex<HashMap<String, UpstreamStats>>> = LazyLock::new(Default::default);
 /// (credential, client identity or `""`) → unix time of the last swap.
-static LAST_USED: Lazy<Mutex<HashMap<(String, String), u64>>> = Lazy::new(Default::default);
+static LAST_USED: LazyLock<Mutex<HashMap<(String, String), u64>>> = LazyLock::new(Default::default);
 
 /// An upstream answered (`ok`) or failed to.
 pub fn upstream_outcome(upstream: &str, ok: bool) {

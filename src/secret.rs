@@ -36,14 +36,7 @@ impl Secret {
 
     /// Constant-time equality with other bytes (lengths are not hidden).
     pub fn ct_eq(&self, other: &[u8]) -> bool {
-        if self.0.len() != other.len() {
-            return false;
-        }
-        self.0
-            .iter()
-            .zip(other)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], other).into()
     }
 }
 

@@ -557,7 +557,8 @@ mod tests {
             reference.contains(&format!("{{ {key}: "))
                 || reference.lines().any(|l| {
                     let l = l.trim_start_matches([' ', '#', '-']);
-                    l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':'))
+                    l.strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with(':'))
                 })
         };
         let mut keys = Vec::new();

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use once_cell::sync::Lazy;
 use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
+use std::sync::LazyLock;
 
 use crate::config::limits::{ClientLimits, Limits};
 use crate::pki::ClientIdentity;
@@ -220,7 +220,8 @@ fn hold(state: &Arc<ClientState>, counter: Counter, max: Option<u32>) -> Option<
     })
 }
 
-static CLIENTS: Lazy<Mutex<HashMap<Box<str>, Arc<ClientState>>>> = Lazy::new(Default::default);
+static CLIENTS: LazyLock<Mutex<HashMap<Box<str>, Arc<ClientState>>>> =
+    LazyLock::new(Default::default);
 
 /// The live state of client `key` (created on first use).
 pub fn state(key: &str) -> Arc<ClientState> {

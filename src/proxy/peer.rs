@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use once_cell::sync::Lazy;
+use std::sync::LazyLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use pingora::protocols::ALPN;
@@ -146,7 +146,7 @@ struct Limiter {
     cap: Mutex<usize>,
 }
 
-static LIMITERS: Lazy<Mutex<HashMap<String, Arc<Limiter>>>> = Lazy::new(Default::default);
+static LIMITERS: LazyLock<Mutex<HashMap<String, Arc<Limiter>>>> = LazyLock::new(Default::default);
 
 /// Waits up to `connect_timeout` for one of `up`'s slots.
 async fn slot(up: &Upstream) -> Option<Slot> {

@@ -8,15 +8,15 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use once_cell::sync::Lazy;
 use serde_json::{json, Value};
+use std::sync::LazyLock;
 
 use crate::connect::tls::ListenerTlsState;
 use crate::metrics;
 use crate::policy::Policy;
 use crate::secret::SecretSource;
 
-static STARTED: Lazy<Instant> = Lazy::new(Instant::now);
+static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -27,7 +27,7 @@ fn unix_now() -> u64 {
 
 /// Starts the uptime clock.
 pub fn init() {
-    Lazy::force(&STARTED);
+    LazyLock::force(&STARTED);
 }
 
 /// The snapshot as JSON.
