@@ -54,7 +54,7 @@
 //!
 //! ```
 //! use std::io::Write;
-//! use slapenir::decode::{Decoder, Encoding};
+//! use slapenir::rewrite::decode::{Decoder, Encoding};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -106,7 +106,7 @@ pub const STEP_SLACK: u64 = 1 << 20;
 ///
 /// ```
 /// use std::io::Write;
-/// use slapenir::decode::{Budget, Decoder, Encoding};
+/// use slapenir::rewrite::decode::{Budget, Decoder, Encoding};
 ///
 /// // 4 MiB of zeros: about 4 KiB of gzip, a ratio of about 1000.
 /// let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -191,7 +191,7 @@ impl Encoding {
     /// # Example
     ///
     /// ```
-    /// use slapenir::decode::Encoding;
+    /// use slapenir::rewrite::decode::Encoding;
     ///
     /// assert_eq!(Encoding::from_header(b" X-GZip ").unwrap(), Some(Encoding::Gzip));
     /// assert_eq!(Encoding::from_header(b"identity").unwrap(), None);
@@ -221,7 +221,7 @@ impl Encoding {
     /// # Example
     ///
     /// ```
-    /// use slapenir::decode::Encoding;
+    /// use slapenir::rewrite::decode::Encoding;
     ///
     /// let fields: [&[u8]; 2] = [b"gzip", b"identity, br"];
     /// assert_eq!(Encoding::parse_list(fields).unwrap(), [Encoding::Gzip, Encoding::Brotli]);
@@ -466,7 +466,7 @@ impl Decoder {
     /// # Example
     ///
     /// ```
-    /// use slapenir::decode::{Decoder, Encoding};
+    /// use slapenir::rewrite::decode::{Decoder, Encoding};
     ///
     /// let mut decoder = Decoder::new(Encoding::Zstd);
     /// let mut out = Vec::new();
@@ -491,7 +491,7 @@ impl Decoder {
     /// # Example
     ///
     /// ```
-    /// use slapenir::decode::{Decoder, Encoding};
+    /// use slapenir::rewrite::decode::{Decoder, Encoding};
     ///
     /// // `Content-Encoding: zstd, br`: zstd first, then brotli over it.
     /// let zstd = zstd::encode_all(&b"stacked"[..], 3).unwrap();
@@ -521,7 +521,7 @@ impl Decoder {
     /// # Example
     ///
     /// ```
-    /// use slapenir::decode::{Budget, DecodeErrorKind, Decoder, Encoding};
+    /// use slapenir::rewrite::decode::{Budget, DecodeErrorKind, Decoder, Encoding};
     ///
     /// let body = zstd::encode_all(&[b'a'; 64][..], 3).unwrap();
     /// let tiny = Budget { max_ratio: 100, max_bytes: 10 };

@@ -342,7 +342,7 @@ fn json(value: &[u8], escape_slash: bool, unicode: Unicode) -> Zeroizing<Vec<u8>
 /// # Example
 ///
 /// ```
-/// use slapenir::encoded::rewrite_basic;
+/// use slapenir::rewrite::encoded::rewrite_basic;
 /// use slapenir::rewrite::{Action, Hits, Rewriter, Rule};
 /// use zeroize::Zeroizing;
 ///

@@ -66,7 +66,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use slapenir::rewrite::{Action, Rewriter, Rule};
-//! use slapenir::websocket::{Direction, WsScanner};
+//! use slapenir::rewrite::websocket::{Direction, WsScanner};
 //! use zeroize::Zeroizing;
 //!
 //! let rw = Arc::new(Rewriter::new(vec![Rule {
