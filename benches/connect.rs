@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use slapenir::pki::pem;
 
 const CLIENTS: usize = 2;
 const COLD_HOSTS: usize = 20_000;
@@ -79,10 +80,8 @@ impl Drop for Gateway {
 
 fn client_config(certs: &Path, with_cert: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in
-        rustls_pemfile::certs(&mut std::fs::read(certs.join("root_ca.crt")).unwrap().as_slice())
-    {
-        roots.add(c.unwrap()).unwrap();
+    for c in pem::certs(&std::fs::read(certs.join("root_ca.crt")).unwrap()).unwrap() {
+        roots.add(c).unwrap();
     }
     let b = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -91,16 +90,12 @@ fn client_config(certs: &Path, with_cert: bool) -> Arc<rustls::ClientConfig> {
     .unwrap()
     .with_root_certificates(roots);
     let mut cfg = if with_cert {
-        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(
-            &mut std::fs::read(certs.join("agent-1.crt")).unwrap().as_slice(),
-        )
-        .map(|c| c.unwrap())
-        .collect();
-        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(
-            &mut std::fs::read(certs.join("agent-1.key")).unwrap().as_slice(),
-        )
-        .unwrap()
-        .unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            pem::certs(&std::fs::read(certs.join("agent-1.crt")).unwrap()).unwrap();
+        let key: PrivateKeyDer<'static> =
+            pem::private_key(&std::fs::read(certs.join("agent-1.key")).unwrap())
+                .unwrap()
+                .unwrap();
         b.with_client_auth_cert(chain, key).unwrap()
     } else {
         b.with_no_client_auth()

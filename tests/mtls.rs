@@ -463,16 +463,13 @@ fn certificate_reload_under_load_loses_no_request() {
     let s = setup();
     let (c, k) = s.agent();
     let cfg = client::config(&s.root(), &c, &k);
-    let old_der = rustls_pemfile::certs(
-        &mut std::fs::read(s.certs.join("gateway.crt"))
-            .unwrap()
-            .as_slice(),
-    )
-    .next()
-    .unwrap()
-    .unwrap()
-    .as_ref()
-    .to_vec();
+    let old_der = slapenir::pki::pem::certs(&std::fs::read(s.certs.join("gateway.crt")).unwrap())
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap()
+        .as_ref()
+        .to_vec();
     let addr = s.gw.listen;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));

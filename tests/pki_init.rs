@@ -475,13 +475,11 @@ fn python_mtls_handshake_needs_the_agent_certificate() {
 // rustls (the gateway's TLS) handshakes
 
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut fs::read(path).unwrap().as_slice())
-        .collect::<Result<_, _>>()
-        .unwrap()
+    slapenir::pki::pem::certs(&fs::read(path).unwrap()).unwrap()
 }
 
 fn key(path: &Path) -> PrivateKeyDer<'static> {
-    rustls_pemfile::private_key(&mut fs::read(path).unwrap().as_slice())
+    slapenir::pki::pem::private_key(&fs::read(path).unwrap())
         .unwrap()
         .unwrap()
 }

@@ -634,28 +634,16 @@ fn parse_signed_headers(value: &[u8]) -> Result<Vec<String>, &'static str> {
 
 fn parse_signature(value: &[u8]) -> Result<[u8; 32], &'static str> {
     let mut out = [0u8; 32];
-    if value.len() != 64 {
+    if value.iter().any(u8::is_ascii_uppercase) || hex::decode_to_slice(value, &mut out).is_err() {
         return Err("the signature is not 64 lowercase hex digits");
-    }
-    for (byte, pair) in out.iter_mut().zip(value.chunks_exact(2)) {
-        let (Some(hi), Some(lo)) = (lower_hex_value(pair[0]), lower_hex_value(pair[1])) else {
-            return Err("the signature is not 64 lowercase hex digits");
-        };
-        *byte = hi << 4 | lo;
     }
     Ok(out)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
-    lower_hex_value(b.to_ascii_lowercase())
-}
-
-fn lower_hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    }
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// The `X-Amz-*` parameters of a presigned URL.
@@ -1536,12 +1524,7 @@ pub fn sign(signing_key: &[u8; 32], string_to_sign: &[u8]) -> [u8; 32] {
 
 /// Lowercase hex.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]])
-        .map(char::from)
-        .collect()
+    hex::encode(bytes)
 }
 
 /// HMAC-SHA256 (RFC 2104), written out over `sha2` because the `hmac` crate's constructor is

@@ -466,13 +466,11 @@ fn read_certs(r: &mut Report<'_>, path: &YamlPath, file: &Path) -> Option<Vec<Ve
         }
     };
     let mut certs = Vec::new();
-    for item in rustls_pemfile::certs(&mut data.as_slice()) {
-        match item {
-            Ok(c) => certs.push(c.as_ref().to_vec()),
-            Err(e) => {
-                r.error(path, format!("{} is not valid PEM: {e}", file.display()));
-                return None;
-            }
+    match crate::pki::pem::certs(&data) {
+        Ok(found) => certs.extend(found.iter().map(|c| c.as_ref().to_vec())),
+        Err(e) => {
+            r.error(path, format!("{} is not valid PEM: {e}", file.display()));
+            return None;
         }
     }
     if certs.is_empty() {
@@ -497,7 +495,7 @@ fn check_key_file(r: &mut Report<'_>, path: &YamlPath, file: &Path) -> bool {
             return false;
         }
     };
-    match rustls_pemfile::private_key(&mut data.as_slice()) {
+    match crate::pki::pem::private_key(&data) {
         Ok(Some(_)) => true,
         Ok(None) => {
             r.error(path, format!("{} holds no PEM private key", file.display()));
@@ -840,7 +838,7 @@ fn load_client_cert(
             return None;
         }
     };
-    let key_der = match rustls_pemfile::private_key(&mut data.as_slice()) {
+    let key_der = match crate::pki::pem::private_key(&data) {
         Ok(Some(k)) => k,
         _ => {
             r.error(

@@ -870,10 +870,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The certificates in PEM text, in order.
-fn certs_in(mut pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = rustls_pemfile::certs(&mut pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "is not valid PEM".to_owned())?;
+fn certs_in(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = super::pem::certs(pem).map_err(|_| "is not valid PEM".to_owned())?;
     if certs.is_empty() {
         return Err("holds no PEM certificate".to_owned());
     }
@@ -883,7 +881,7 @@ fn certs_in(mut pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The private key in a PEM file (PKCS#8, or SEC1 as step-ca writes it).
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
-    match rustls_pemfile::private_key(&mut bytes.as_slice()) {
+    match super::pem::private_key(&bytes) {
         Ok(Some(key)) => Ok(key),
         // Never quote the parser's error: it may describe the key's bytes.
         Ok(None) | Err(_) => Err("holds no unencrypted PEM private key".to_owned()),

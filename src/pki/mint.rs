@@ -56,9 +56,9 @@ impl Minter {
         );
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|_| format!("{} is not a usable private key", ca_key.display()))?;
-        let ca_der = rustls_pemfile::certs(&mut pem.as_bytes())
-            .next()
-            .and_then(|c| c.ok())
+        let ca_der = super::pem::certs(pem.as_bytes())
+            .ok()
+            .and_then(|c| c.into_iter().next())
             .ok_or_else(|| format!("{} holds no certificate", ca_cert.display()))?;
         let issuer = Issuer::from_ca_cert_pem(&pem, key)
             .map_err(|e| format!("{}: {e}", ca_cert.display()))?;

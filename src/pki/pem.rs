@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
@@ -19,6 +20,27 @@ impl std::fmt::Display for TlsLoadError {
     }
 }
 
+/// Every certificate in PEM `data`, in order (other sections are skipped).
+///
+/// # Errors
+/// A `CERTIFICATE` section that does not decode.
+pub fn certs(data: &[u8]) -> Result<Vec<CertificateDer<'static>>, pem::Error> {
+    CertificateDer::pem_slice_iter(data).collect()
+}
+
+/// The first private key in PEM `data` (PKCS#8, PKCS#1 or SEC1), `None` when it holds none.
+/// A caller never quotes the error: it may describe the key's bytes.
+///
+/// # Errors
+/// A key section that does not decode.
+pub fn private_key(data: &[u8]) -> Result<Option<PrivateKeyDer<'static>>, pem::Error> {
+    match PrivateKeyDer::from_pem_slice(data) {
+        Ok(key) => Ok(Some(key)),
+        Err(pem::Error::NoItemsFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -26,9 +48,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsLoadError> {
     let data = std::fs::read(path)
         .map_err(|e| TlsLoadError(format!("cannot read {}: {e}", path.display())))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
-    let certs =
-        certs.map_err(|e| TlsLoadError(format!("{} is not valid PEM: {e}", path.display())))?;
+    let certs = certs(&data)
+        .map_err(|e| TlsLoadError(format!("{} is not valid PEM: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(TlsLoadError(format!(
             "{} holds no certificate",
@@ -43,7 +64,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
         std::fs::read(path)
             .map_err(|e| TlsLoadError(format!("cannot read {}: {e}", path.display())))?,
     );
-    rustls_pemfile::private_key(&mut data.as_slice())
+    private_key(&data)
         .map_err(|_| TlsLoadError(format!("{} is not a valid PEM private key", path.display())))?
         .ok_or_else(|| TlsLoadError(format!("{} holds no private key", path.display())))
 }

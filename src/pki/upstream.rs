@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use pingora::utils::tls::{CertKey, WrappedX509};
+use rustls::pki_types::CertificateDer;
 
 /// A client certificate for upstream mTLS. The key is zeroized when the config is dropped.
 pub struct ClientCert {
@@ -62,22 +63,12 @@ fn ca_list(extra: &[Vec<u8>]) -> CaList {
 
 fn x509_parses(der: &[u8]) -> bool {
     let mut store = rustls::RootCertStore::empty();
-    store
-        .add(rustls::pki_types::CertificateDer::from(der))
-        .is_ok()
+    store.add(CertificateDer::from(der)).is_ok()
 }
 
+/// The system roots, as Pingora's default connector finds them (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` honoured by `rustls-native-certs`).
 fn pingora_core_native_roots() -> std::result::Result<Vec<Vec<u8>>, ()> {
-    let mut out = Vec::new();
-    // Honour SSL_CERT_FILE like the default connector does.
-    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-        let data = std::fs::read(file).map_err(|_| ())?;
-        for c in rustls_pemfile::certs(&mut data.as_slice()).flatten() {
-            out.push(c.as_ref().to_vec());
-        }
-        return Ok(out);
-    }
     let certs = pingora::tls::load_native_certs().map_err(|_| ())?;
-    out.extend(certs.into_iter().map(|c| c.as_ref().to_vec()));
-    Ok(out)
+    Ok(certs.into_iter().map(|c| c.as_ref().to_vec()).collect())
 }

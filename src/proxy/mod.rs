@@ -128,14 +128,7 @@ impl ProxyHttp for Gateway {
         if let Err(refusal) =
             crate::limits::overload::on_request(session, &ctx.policy.config.limits)
         {
-            respond(
-                session,
-                refusal.status,
-                Some(refusal.reason),
-                &refusal.message,
-            )
-            .await;
-            ctx.refusal = Some(refusal);
+            refuse(session, &mut ctx.refusal, refusal).await;
             return Ok(true);
         }
         if let Err(limited) = admit_limits(session, ctx) {
@@ -154,14 +147,7 @@ impl ProxyHttp for Gateway {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 ctx.limits.release();
-                respond(
-                    session,
-                    refusal.status,
-                    Some(refusal.reason),
-                    &refusal.message,
-                )
-                .await;
-                ctx.refusal = Some(refusal);
+                refuse(session, &mut ctx.refusal, refusal).await;
                 Ok(true)
             }
         }
@@ -848,6 +834,18 @@ fn refusal_error(slot: &mut Option<Refusal>, refusal: Refusal) -> Box<Error> {
     );
     *slot = Some(refusal);
     e
+}
+
+/// Answers `refusal` and keeps it (in `slot`) for the audit line and the metrics.
+async fn refuse(session: &mut Session, slot: &mut Option<Refusal>, refusal: Refusal) {
+    respond(
+        session,
+        refusal.status,
+        Some(refusal.reason),
+        &refusal.message,
+    )
+    .await;
+    *slot = Some(refusal);
 }
 
 /// Writes a small plain-text answer: a refusal (`reason`), or a failure the gateway could not

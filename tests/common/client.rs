@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use slapenir::pki::pem;
 
 /// See the module documentation.
 pub fn rustls_client(root: &Path, cert_key: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut std::fs::read(root).unwrap().as_slice()) {
-        roots.add(c.unwrap()).unwrap();
+    for c in pem::certs(&std::fs::read(root).unwrap()).unwrap() {
+        roots.add(c).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -23,13 +24,10 @@ pub fn rustls_client(root: &Path, cert_key: Option<(&Path, &Path)>) -> Arc<rustl
     let mut cfg = match cert_key {
         Some((cert, key)) => {
             let chain: Vec<CertificateDer<'static>> =
-                rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
-                    .map(|c| c.unwrap())
-                    .collect();
-            let key: PrivateKeyDer<'static> =
-                rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
-                    .unwrap()
-                    .unwrap();
+                pem::certs(&std::fs::read(cert).unwrap()).unwrap();
+            let key: PrivateKeyDer<'static> = pem::private_key(&std::fs::read(key).unwrap())
+                .unwrap()
+                .unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
         None => builder.with_no_client_auth(),
