@@ -6,10 +6,13 @@
 //!    learns which payload hash the signature covers. When that hash is of the body (a hex
 //!    `x-amz-content-sha256`, or a non-S3 request without it), the body must be read first.
 //! 2. [`finish`]: checks the body against its declared hash, checks the signature and the time,
-//!    rewrites the body (when it was read) with the upstream's rules, builds the upstream's copy
-//!    of the header exactly as [`super::request::apply_upstream`] will, signs it with the real
-//!    key and records the new `Authorization` (or presigned query), session token and payload
-//!    hash in the [`Prepared`] request.
+//!    rewrites the body (when it was read) with the upstream's rules, and keeps what signing
+//!    needs ([`Resign`]: the signature's scope, the new payload hash, the real key) in the
+//!    [`Prepared`] request.
+//! 3. [`sign_upstream`], from `upstream_request_filter`: signs the upstream's header itself,
+//!    after [`super::request::apply_upstream`] has built it — the header signed is the header
+//!    sent, built once — and sets the new `Authorization` (or presigned query), session token and
+//!    payload hash on it.
 //!
 //! A request that does not verify is answered `403` and nothing is sent. Bodies that must be read
 //! are limited to [`MAX_SIGNED_BODY`] (Pingora replays at most that much of a request body).
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-use super::request::{self, Prepared};
+use super::request::Prepared;
 use crate::aws::sigv4::{Keys, Payload, PayloadHash, RequestView, SigV4Error, SignedRequest};
 use crate::policy::Policy;
 use crate::refusal::{Reason, Refusal};
@@ -129,6 +132,22 @@ pub fn detect(
     }))
 }
 
+/// What signing the upstream's header needs, kept from [`finish`] to [`sign_upstream`].
+pub struct Resign {
+    signed: SignedRequest,
+    /// The payload hash of the body the upstream receives.
+    hash: PayloadHash,
+    real: KeyValues,
+    /// The access key id's credential, for refusals.
+    credential: Option<usize>,
+}
+
+impl std::fmt::Debug for Resign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resign([REDACTED])")
+    }
+}
+
 /// Real or dummy values of an `aws` credential's parts, or the refusal for one that is
 /// unavailable.
 struct KeyValues {
@@ -192,8 +211,8 @@ impl KeyValues {
 }
 
 /// Checks the agent's signature with the dummy key (and `body` against its declared hash, when
-/// the body was read), rewrites `body` with the upstream's rules, and signs the upstream's copy
-/// of the request with the real key; the new header values, query and body go into `prepared`.
+/// the body was read) and rewrites `body` with the upstream's rules; the body and what signing
+/// needs ([`Resign`]) go into `prepared`.
 ///
 /// # Errors
 /// `403` when the body, signature, key id, session token or time does not check out; the
@@ -201,7 +220,7 @@ impl KeyValues {
 pub fn finish(
     policy: &Policy,
     upstream: usize,
-    pending: &Pending,
+    pending: Pending,
     req: &RequestHeader,
     prepared: &mut Prepared,
     body: Option<&[u8]>,
@@ -258,36 +277,52 @@ pub fn finish(
         }
         None => agent_hash,
     };
-    let mut upstream_req = req.clone();
-    request::apply_upstream(policy, upstream, prepared, &mut upstream_req)?;
-    let up_headers = header_pairs(&upstream_req);
-    let raw = upstream_req.raw_path().to_vec();
-    let (up_path, up_query) = split_query(&raw);
-    let up_view = RequestView {
-        method: upstream_req.method.as_str(),
-        path: up_path,
-        query: up_query,
-        headers: &up_headers,
+    prepared.resign = Some(Resign {
+        signed: pending.signed,
+        hash: upstream_hash,
+        real,
+        credential,
+    });
+    Ok(())
+}
+
+/// Signs `req`, the upstream's header as it will be sent, with the real key, and sets the new
+/// `Authorization` (or presigned query), session token and payload hash on it (each header only
+/// where the request has it, as the agent signed it).
+///
+/// # Errors
+/// The signing errors (see `SignedRequest::resign`), or a value that cannot be set.
+pub fn sign_upstream(resign: &Resign, req: &mut RequestHeader) -> Result<(), Refusal> {
+    let resigned = {
+        let headers = header_pairs(req);
+        let (path, query) = split_query(req.raw_path());
+        let view = RequestView {
+            method: req.method.as_str(),
+            path,
+            query,
+            headers: &headers,
+        };
+        resign
+            .signed
+            .resign(&view, &resign.hash, &resign.real.keys())
+            .map_err(|e| refusal(&e, resign.credential))?
     };
-    let resigned = pending
-        .signed
-        .resign(&up_view, &upstream_hash, &real.keys())
-        .map_err(fail)?;
+    let cannot = || Refusal::new(502, Reason::InvalidHeader, "cannot set a signed header");
     for edit in resigned.headers {
-        let mut value = HeaderValue::from_bytes(&edit.value)
-            .map_err(|_| Refusal::new(502, Reason::InvalidHeader, "cannot set a signed header"))?;
-        value.set_sensitive(true);
         let name = http::HeaderName::from_static(edit.name);
-        match prepared.headers.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, values)) => *values = vec![value],
-            None => prepared.headers.push((name, vec![value])),
+        if !req.headers.contains_key(&name) {
+            continue;
         }
+        let mut value = HeaderValue::from_bytes(&edit.value).map_err(|_| cannot())?;
+        value.set_sensitive(true);
+        req.insert_header(name, value).map_err(|_| cannot())?;
     }
     if let Some(q) = resigned.query {
-        let mut pq = up_path.to_vec();
+        let (path, _) = split_query(req.raw_path());
+        let mut pq = path.to_vec();
         pq.push(b'?');
         pq.extend_from_slice(&q);
-        prepared.path_and_query = pq;
+        req.set_raw_path(&pq).map_err(|_| cannot())?;
     }
     Ok(())
 }

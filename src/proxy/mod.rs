@@ -140,7 +140,7 @@ impl ProxyHttp for Gateway {
         let mut admitted = admit(session, ctx);
         if admitted.is_ok() {
             if let Some(pending) = ctx.aws_pending.take() {
-                admitted = finish_aws_with_body(session, ctx, &pending).await;
+                admitted = finish_aws_with_body(session, ctx, pending).await;
             }
         }
         match admitted {
@@ -255,7 +255,14 @@ impl ProxyHttp for Gateway {
         let (Some(u), Some(prepared)) = (ctx.upstream, ctx.prepared.as_ref()) else {
             return Error::e_explain(ErrorType::InternalError, "request not admitted");
         };
-        if let Err(refusal) = request::apply_upstream(&ctx.policy, u, prepared, upstream_request) {
+        let built =
+            request::apply_upstream(&ctx.policy, u, prepared, upstream_request).and_then(|()| {
+                match &prepared.resign {
+                    Some(resign) => aws::sign_upstream(resign, upstream_request),
+                    None => Ok(()),
+                }
+            });
+        if let Err(refusal) = built {
             return Err(refusal_error(&mut ctx.refusal, refusal));
         }
         ctx.body_replacement = prepared.body.clone();
@@ -663,7 +670,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         Some(pending) => aws::finish(
             policy,
             route.upstream,
-            &pending,
+            pending,
             req,
             &mut prepared,
             None,
@@ -681,7 +688,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
 async fn finish_aws_with_body(
     session: &mut Session,
     ctx: &mut Ctx,
-    pending: &aws::Pending,
+    pending: aws::Pending,
 ) -> std::result::Result<(), Refusal> {
     // Pingora replays a request body it buffered (up to the same limit) to the upstream; the
     // body filter swaps in the prepared one.

@@ -197,6 +197,8 @@ pub struct Prepared {
     pub body: Option<bytes::Bytes>,
     /// The rules for the body, chosen by its media type (see [`crate::config::SwapIn`]).
     pub body_rules: Arc<RuleSet>,
+    /// An AWS-signed request: signed again once its upstream header is built.
+    pub resign: Option<super::aws::Resign>,
 }
 
 /// Rewrites header values (and the credentials inside `Basic` values), the path and the query
@@ -259,6 +261,7 @@ pub fn prepare(
             headers,
             body: None,
             body_rules,
+            resign: None,
         },
         hits,
     ))
