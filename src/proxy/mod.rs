@@ -19,6 +19,9 @@ pub mod request;
 pub mod response;
 pub mod ws;
 
+#[cfg(test)]
+mod steps_tests;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -1,0 +1,430 @@
+//! The proxy's steps in-process, one table per concern: a policy compiled from a YAML config
+//! (real values in files), then routing, request preparation (`request::prepare` and
+//! `request::apply_upstream`), the response head scrub (`response::scrub_head`) and config
+//! validation errors — no Pingora session, no process, no socket. The end-to-end tests
+//! (`tests/`) drive the same steps through the real binary.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
+
+use std::path::Path;
+
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use super::request;
+use super::response;
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::refusal::Reason;
+use crate::rewrite::Hits;
+
+const OPENAI_DUMMY: &str = "sk-dummy-openai-0000";
+const OPENAI_REAL: &str = "sk-real-openai-AAAA1";
+const GITHUB_DUMMY: &str = "ghp_dummy_github_000";
+const GITHUB_REAL: &str = "ghp_REAL_github_BBB1";
+const MAPS_DUMMY: &str = "maps-dummy-key-0000";
+const MAPS_REAL: &str = "maps-REAL-key-CCC11";
+
+/// The config every table uses: three upstreams, a credential per upstream with different
+/// `swap_in` places, an `allow` rule, and routes with path prefixes and a client list.
+fn config(dir: &Path) -> String {
+    for (name, value) in [
+        ("openai", OPENAI_REAL),
+        ("github", GITHUB_REAL),
+        ("maps", MAPS_REAL),
+    ] {
+        std::fs::write(dir.join(name), value).unwrap();
+    }
+    let d = dir.display();
+    format!(
+        r#"
+listeners:
+  - name: agents
+    address: 127.0.0.1:0
+upstreams:
+  openai:
+    url: https://api.openai.com
+  github:
+    url: https://api.github.com:8443
+  maps:
+    url: http://maps.example
+credentials:
+  openai:
+    dummy: {OPENAI_DUMMY}
+    real: {{ file: {d}/openai }}
+    upstreams: [openai]
+  github:
+    dummy: {GITHUB_DUMMY}
+    real: {{ file: {d}/github }}
+    upstreams: [github]
+    swap_in:
+      headers: [authorization, x-token]
+    allow:
+      - methods: [GET]
+  maps:
+    dummy: {MAPS_DUMMY}
+    real: {{ file: {d}/maps }}
+    upstreams: [maps]
+    swap_in:
+      headers: []
+      query: [key]
+      path: true
+routes:
+  - host: api.openai.com
+    upstream: openai
+  - host: api.github.com
+    upstream: github
+  - host: api.github.com
+    path_prefix: /admin
+    upstream: github
+    clients: [ops]
+  - host: maps.example
+    upstream: maps
+"#
+    )
+}
+
+fn policy() -> (tempfile::TempDir, Policy) {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = Config::from_source(&config(dir.path()), "steps.yaml", dir.path())
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let policy = Policy::compile(loaded.config).unwrap_or_else(|e| panic!("policy: {e:?}"));
+    (dir, policy)
+}
+
+fn upstream(policy: &Policy, name: &str) -> usize {
+    policy
+        .config
+        .upstreams
+        .iter()
+        .position(|u| u.name == name)
+        .unwrap()
+}
+
+#[test]
+fn routing() {
+    let (_dir, policy) = policy();
+    // (host, port, path) → the upstream, or no route.
+    let cases: &[(&str, Option<u16>, &[u8], Option<&str>)] = &[
+        ("api.openai.com", None, b"/v1/models", Some("openai")),
+        ("api.github.com", None, b"/user", Some("github")),
+        ("api.github.com", None, b"/admin/x", Some("github")),
+        ("maps.example", Some(80), b"/", Some("maps")),
+        ("api.openai.com.evil.example", None, b"/", None),
+        ("evil.example", None, b"/v1/models", None),
+        ("openai.com", None, b"/", None),
+    ];
+    for (host, port, path, want) in cases {
+        let got = policy
+            .route(host, *port, path)
+            .and_then(|(_, r)| policy.config.upstreams.get(r.upstream))
+            .map(|u| u.name.as_str());
+        assert_eq!(got, *want, "{host}{}", String::from_utf8_lossy(path));
+    }
+}
+
+/// What a prepared request looks like upstream, or why it was refused.
+#[derive(Debug, PartialEq)]
+enum Out {
+    /// The upstream's path and query, and the header values that were asked about.
+    Sent(String, Vec<(&'static str, Option<String>)>),
+    Refused(Reason),
+}
+
+#[test]
+fn request_preparation() {
+    let (_dir, policy) = policy();
+    let basic = |user: &str, pass: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+    };
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, String)>,
+        Out,
+    );
+    let bearer = |v: &str| format!("Bearer {v}");
+    let maps_target = format!("/tiles/{MAPS_DUMMY}?key={MAPS_DUMMY}&other={MAPS_DUMMY}");
+    let cases: Vec<Case> = vec![
+        (
+            "the dummy in Authorization becomes the real value towards its upstream",
+            "openai",
+            "GET",
+            "/v1/models",
+            vec![("authorization", bearer(OPENAI_DUMMY))],
+            Out::Sent(
+                "/v1/models".into(),
+                vec![("authorization", Some(bearer(OPENAI_REAL)))],
+            ),
+        ),
+        (
+            "inside Basic too",
+            "openai",
+            "GET",
+            "/",
+            vec![("authorization", basic("x", OPENAI_DUMMY))],
+            Out::Sent(
+                "/".into(),
+                vec![("authorization", Some(basic("x", OPENAI_REAL)))],
+            ),
+        ),
+        (
+            "a dummy bound to another upstream is refused",
+            "openai",
+            "GET",
+            "/",
+            vec![("authorization", bearer(GITHUB_DUMMY))],
+            Out::Refused(Reason::CredentialBoundElsewhere),
+        ),
+        (
+            "a real value from the agent is refused, even towards its own upstream",
+            "openai",
+            "GET",
+            "/",
+            vec![("authorization", bearer(OPENAI_REAL))],
+            Out::Refused(Reason::RealSecretFromAgent),
+        ),
+        (
+            "a real value of another credential is refused",
+            "openai",
+            "GET",
+            "/",
+            vec![("x-note", GITHUB_REAL.into())],
+            Out::Refused(Reason::RealSecretFromAgent),
+        ),
+        (
+            "a dummy in a header name is refused",
+            "openai",
+            "GET",
+            "/",
+            vec![(OPENAI_DUMMY, "x".into())],
+            Out::Refused(Reason::PlaceholderInHeaderName),
+        ),
+        (
+            "a dummy outside its places is forwarded unchanged",
+            "openai",
+            "GET",
+            "/",
+            vec![("x-other", OPENAI_DUMMY.into())],
+            Out::Sent("/".into(), vec![("x-other", Some(OPENAI_DUMMY.into()))]),
+        ),
+        (
+            "a declared header is a place",
+            "github",
+            "GET",
+            "/user",
+            vec![("x-token", GITHUB_DUMMY.into())],
+            Out::Sent("/user".into(), vec![("x-token", Some(GITHUB_REAL.into()))]),
+        ),
+        (
+            "a swap outside the allow rules is refused",
+            "github",
+            "POST",
+            "/user",
+            vec![("authorization", bearer(GITHUB_DUMMY))],
+            Out::Refused(Reason::CredentialRuleDenied),
+        ),
+        (
+            "query parameter and path places",
+            "maps",
+            "GET",
+            &maps_target,
+            vec![],
+            Out::Sent(
+                format!("/tiles/{MAPS_REAL}?key={MAPS_REAL}&other={MAPS_DUMMY}"),
+                vec![],
+            ),
+        ),
+        (
+            "Authorization is not a place where the credential says so",
+            "maps",
+            "GET",
+            "/",
+            vec![("authorization", bearer(MAPS_DUMMY))],
+            Out::Sent(
+                "/".into(),
+                vec![("authorization", Some(bearer(MAPS_DUMMY)))],
+            ),
+        ),
+        (
+            "the upstream's Host and identity encoding; hop-by-hop proxy headers dropped",
+            "github",
+            "GET",
+            "/",
+            vec![
+                ("host", "api.github.com".into()),
+                ("accept-encoding", "gzip, br".into()),
+                ("proxy-authorization", "Basic eDp5".into()),
+            ],
+            Out::Sent(
+                "/".into(),
+                vec![
+                    ("host", Some("api.github.com:8443".into())),
+                    ("accept-encoding", Some("identity".into())),
+                    ("proxy-authorization", None),
+                ],
+            ),
+        ),
+    ];
+    for (name, up, method, target, headers, want) in cases {
+        let u = upstream(&policy, up);
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+        for (n, v) in &headers {
+            req.append_header(n.to_string(), v.as_str()).unwrap();
+        }
+        let got = request::prepare(&policy, u, 0, &req, target.as_bytes()).and_then(
+            |(prepared, hits)| {
+                let path = target.split('?').next().unwrap_or_default();
+                let denied = policy.denied_credentials(
+                    u,
+                    method,
+                    path.as_bytes(),
+                    request::query(target.as_bytes()),
+                );
+                policy.check_allowed(&denied, &hits)?;
+                let mut out = req.clone();
+                request::apply_upstream(&policy, u, &prepared, &mut out)?;
+                Ok(out)
+            },
+        );
+        let got = match got {
+            Err(refusal) => Out::Refused(refusal.reason),
+            Ok(out) => {
+                let asked = match &want {
+                    Out::Sent(_, asked) => asked.iter().map(|(n, _)| *n).collect(),
+                    Out::Refused(_) => Vec::new(),
+                };
+                Out::Sent(
+                    String::from_utf8_lossy(out.raw_path()).into_owned(),
+                    asked
+                        .into_iter()
+                        .map(|n| {
+                            let v = out
+                                .headers
+                                .get(n)
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                            (n, v)
+                        })
+                        .collect(),
+                )
+            }
+        };
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn response_head_scrub() {
+    let (_dir, policy) = policy();
+    // (header name, value) in → (name, value) out; `None`: the header is dropped.
+    let cases: &[(&str, String, Option<(&str, String)>)] = &[
+        (
+            "x-echo",
+            format!("key={OPENAI_REAL}"),
+            Some(("x-echo", format!("key={OPENAI_DUMMY}"))),
+        ),
+        (
+            "x-echo",
+            format!("{GITHUB_REAL},{MAPS_REAL}"),
+            Some(("x-echo", format!("{GITHUB_DUMMY},{MAPS_DUMMY}"))),
+        ),
+        (
+            "x-plain",
+            "nothing".into(),
+            Some(("x-plain", "nothing".into())),
+        ),
+        (
+            &format!("x-{}", OPENAI_REAL.to_ascii_lowercase()),
+            "1".into(),
+            None,
+        ),
+        (
+            "x-dummy",
+            OPENAI_DUMMY.into(),
+            Some(("x-dummy", OPENAI_DUMMY.into())),
+        ),
+    ];
+    for (name, value, want) in cases {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.set_reason_phrase(Some(OPENAI_REAL)).unwrap();
+        resp.append_header(name.to_string(), value.as_str())
+            .unwrap();
+        let mut hits = Hits::new();
+        response::scrub_head(&policy, &mut resp, &mut hits).unwrap();
+        assert_eq!(
+            resp.get_reason_phrase(),
+            Some("OK"),
+            "{name}: reason phrase"
+        );
+        let got = resp.headers.iter().next().map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        });
+        let want = want.as_ref().map(|(n, v)| (n.to_string(), v.clone()));
+        assert_eq!(got, want, "{name}: {value}");
+    }
+}
+
+#[test]
+fn config_validation_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config(dir.path());
+    // (what is changed, from → to, a piece of the located error)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "an unknown key",
+            "    url: http://maps.example",
+            "    url: http://maps.example\n    urll: x",
+            "unknown field `urll`",
+        ),
+        (
+            "a credential bound to an upstream that does not exist",
+            "    upstreams: [maps]",
+            "    upstreams: [nowhere]",
+            "nowhere",
+        ),
+        (
+            "a route to an upstream that does not exist",
+            "    upstream: maps",
+            "    upstream: mapz",
+            "mapz",
+        ),
+        (
+            "a dummy too short",
+            &format!("dummy: {MAPS_DUMMY}"),
+            "dummy: short",
+            "credentials.maps.dummy",
+        ),
+        (
+            "an absurd timeout",
+            "    url: http://maps.example",
+            "    url: http://maps.example\n    connect_timeout: 500000000000years",
+            "connect_timeout",
+        ),
+    ];
+    for (what, from, to, want) in cases {
+        assert!(good.contains(from), "{what}: `{from}` not in the config");
+        let bad = good.replacen(from, to, 1);
+        match Config::from_source(&bad, "steps.yaml", dir.path()) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.contains(want), "{what}: {text}");
+                assert!(text.contains("steps.yaml:"), "{what}: not located: {text}");
+            }
+        }
+    }
+    assert!(Config::from_source(&good, "steps.yaml", dir.path()).is_ok());
+}
