@@ -187,7 +187,7 @@ pub struct Credential {
     /// (`clients:`), each with its source and the value or why it is unavailable.
     pub values: Vec<RealValue>,
     /// Indexes into [`Config::upstreams`]: the only upstreams this secret may be sent to.
-    pub upstreams: Vec<usize>,
+    pub upstreams: Vec<UpstreamId>,
     /// For a part of an `aws` credential (named `NAME.access_key_id`, `NAME.secret_access_key`,
     /// `NAME.session_token`): which part, and the credential's name.
     pub aws: Option<AwsPart>,
@@ -412,6 +412,30 @@ impl AwsRole {
     }
 }
 
+/// An upstream: its place in [`Config::upstreams`]. Routes, credentials, rule tables and
+/// requests name an upstream by it, so an upstream index is never mistaken for another index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(pub usize);
+
+/// A route: its place in [`Config::routes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId(pub usize);
+
+impl Config {
+    /// The upstream `id` names.
+    pub fn upstream(&self, id: UpstreamId) -> Option<&Upstream> {
+        self.upstreams.get(id.0)
+    }
+
+    /// Every upstream with its id.
+    pub fn upstream_ids(&self) -> impl Iterator<Item = (UpstreamId, &Upstream)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (UpstreamId(i), u))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Lower-case host name or IP literal.
@@ -420,8 +444,7 @@ pub struct Route {
     pub port: Option<u16>,
     /// A plain prefix of the request path; `/` by default.
     pub path_prefix: String,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    pub upstream: UpstreamId,
     /// Certificate identities allowed on this route; `None` allows every authenticated client.
     pub clients: Option<Vec<String>>,
     pub websocket: bool,

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::config::{AwsRole, Config, Credential, Route};
+use crate::config::{AwsRole, Config, Credential, Route, RouteId, UpstreamId};
 use crate::pki::upstream::UpstreamTls;
 use crate::pki::ClientIdentity;
 use crate::refusal::{Reason, Refusal};
@@ -254,7 +254,7 @@ impl Policy {
         let clients = config.client_identities();
         let refused = real_needles(&config, &retired, retired_owner);
         let mut upstream_rules = Vec::new();
-        for (u, up) in config.upstreams.iter().enumerate() {
+        for (u, up) in config.upstream_ids() {
             let mut per_slot = Vec::new();
             for client in std::iter::once(None).chain(clients.iter().map(|c| Some(c.as_str()))) {
                 match upstream_rules_for(&config, u, client, &refused) {
@@ -409,7 +409,7 @@ impl Policy {
 
     /// The `aws` credential (index into `aws_keys`) bound to `upstream` whose dummy access key
     /// id is `key_id`.
-    pub fn aws_key_for(&self, upstream: usize, key_id: &str) -> Option<usize> {
+    pub fn aws_key_for(&self, upstream: UpstreamId, key_id: &str) -> Option<usize> {
         self.aws_keys.iter().position(|k| {
             self.aws_key_id_if_bound(k, upstream)
                 .is_some_and(|c| c.dummy == key_id.as_bytes())
@@ -417,14 +417,14 @@ impl Policy {
     }
 
     /// Whether any `aws` credential is bound to `upstream`.
-    pub fn has_aws_key(&self, upstream: usize) -> bool {
+    pub fn has_aws_key(&self, upstream: UpstreamId) -> bool {
         self.aws_keys
             .iter()
             .any(|k| self.aws_key_id_if_bound(k, upstream).is_some())
     }
 
     /// The access key id part of `key`, when the key is bound to `upstream`.
-    fn aws_key_id_if_bound(&self, key: &AwsKey, upstream: usize) -> Option<&Credential> {
+    fn aws_key_id_if_bound(&self, key: &AwsKey, upstream: UpstreamId) -> Option<&Credential> {
         self.config
             .credentials
             .get(key.access_key_id)
@@ -433,17 +433,17 @@ impl Policy {
 
     /// The route for a request to `host` (lower case), `port` (when the request names one) and
     /// `path`: the longest matching path prefix wins.
-    pub fn route(&self, host: &str, port: Option<u16>, path: &[u8]) -> Option<(usize, &Route)> {
+    pub fn route(&self, host: &str, port: Option<u16>, path: &[u8]) -> Option<(RouteId, &Route)> {
         self.routes_by_host.get(host)?.iter().find_map(|&i| {
             let r = &self.config.routes[i];
             let port_ok = r.port.is_none() || r.port == port;
-            (port_ok && path.starts_with(r.path_prefix.as_bytes())).then_some((i, r))
+            (port_ok && path.starts_with(r.path_prefix.as_bytes())).then_some((RouteId(i), r))
         })
     }
 
-    /// The label of route `idx` (see `route_labels`).
-    pub fn route_label(&self, idx: usize) -> Option<&str> {
-        self.route_labels.get(idx).map(String::as_str)
+    /// The label of a route (see `route_labels`).
+    pub fn route_label(&self, id: RouteId) -> Option<&str> {
+        self.route_labels.get(id.0).map(String::as_str)
     }
 
     /// Whether a `CONNECT host:port` may open a tunnel: some route names `host` and either names
@@ -475,8 +475,8 @@ impl Policy {
     }
 
     /// The request rules of `upstream` for client slot `slot`.
-    pub fn request_rules(&self, upstream: usize, slot: usize) -> Option<&UpstreamRules> {
-        let per_slot = self.upstream_rules.get(upstream)?;
+    pub fn request_rules(&self, upstream: UpstreamId, slot: usize) -> Option<&UpstreamRules> {
+        let per_slot = self.upstream_rules.get(upstream.0)?;
         per_slot.get(slot).or_else(|| per_slot.first())
     }
 
@@ -485,7 +485,7 @@ impl Policy {
     /// `proxy::request::match_path`), `query` the raw query. Allocates only when one is denied.
     pub fn denied_credentials(
         &self,
-        upstream: usize,
+        upstream: UpstreamId,
         method: &str,
         path: &[u8],
         query: &[u8],
@@ -537,14 +537,18 @@ impl Policy {
     }
 
     /// Turns a refused request rule of `set` into the answer for the agent.
-    pub fn request_refusal(&self, upstream: usize, set: &RuleSet, refused: &Refused) -> Refusal {
+    pub fn request_refusal(
+        &self,
+        upstream: UpstreamId,
+        set: &RuleSet,
+        refused: &Refused,
+    ) -> Refusal {
         let (cred, kind) = set
             .kind(refused.rule)
             .unwrap_or((usize::MAX, RuleKind::Foreign));
         let up = self
             .config
-            .upstreams
-            .get(upstream)
+            .upstream(upstream)
             .map_or("?", |u| u.name.as_str());
         let name = &refused.name;
         let (status, reason, message) = match kind {
@@ -642,7 +646,7 @@ type Place<'a> = &'a dyn Fn(&Credential) -> bool;
 /// The request rules of upstream `u` for `client` (`None`: a client without values of its own).
 fn upstream_rules_for(
     config: &Config,
-    u: usize,
+    u: UpstreamId,
     client: Option<&str>,
     refused: &[RefusedReal],
 ) -> Result<UpstreamRules, String> {
@@ -712,7 +716,7 @@ fn upstream_rules_for(
 /// One rule set: credential `c`'s dummy is swapped where `swapped[c]`.
 fn rule_set(
     config: &Config,
-    u: usize,
+    u: UpstreamId,
     client: Option<&str>,
     swapped: &[bool],
     refused: &[RefusedReal],

@@ -26,6 +26,7 @@ use pingora::http::RequestHeader;
 
 use super::request::Prepared;
 use crate::aws::sigv4::{Keys, Payload, PayloadHash, RequestView, SigV4Error, SignedRequest};
+use crate::config::UpstreamId;
 use crate::policy::Policy;
 use crate::refusal::{Reason, Refusal};
 use crate::rewrite::Hits;
@@ -101,7 +102,7 @@ fn split_query(path_and_query: &[u8]) -> (&[u8], &[u8]) {
 /// A refusal (`400`, `501`) for a signature that cannot be read.
 pub fn detect(
     policy: &Policy,
-    upstream: usize,
+    upstream: UpstreamId,
     req: &RequestHeader,
     path_and_query: &[u8],
 ) -> Result<Option<Pending>, Refusal> {
@@ -219,7 +220,7 @@ impl KeyValues {
 /// request rules' refusals for the body; `503` when a real part is unavailable.
 pub fn finish(
     policy: &Policy,
-    upstream: usize,
+    upstream: UpstreamId,
     pending: Pending,
     req: &RequestHeader,
     prepared: &mut Prepared,

@@ -34,6 +34,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit;
+use crate::config::{RouteId, UpstreamId};
 use crate::limits::client::{Limited, OverLimit, RequestUse, Shutdown};
 use crate::metrics;
 use crate::pki::ClientIdentity;
@@ -64,8 +65,8 @@ pub struct Ctx {
     started: Instant,
     /// The request as it goes upstream, prepared once in `request_filter`.
     prepared: Option<request::Prepared>,
-    route: Option<usize>,
-    upstream: Option<usize>,
+    route: Option<RouteId>,
+    upstream: Option<UpstreamId>,
     request_hits: Hits,
     request_body: Option<RewriteStream>,
     /// An AWS-signed request whose body must be read before it can be signed again.
@@ -165,11 +166,10 @@ impl ProxyHttp for Gateway {
         let policy = ctx.policy.clone();
         let up = policy
             .config
-            .upstreams
-            .get(u)
+            .upstream(u)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown upstream"))?;
         ctx.upstream_started = Some(Instant::now());
-        let tls = policy.upstream_tls.get(u);
+        let tls = policy.upstream_tls.get(u.0);
         match peer::choose(up, tls, &policy.config.dns, &mut ctx.upstream_hold).await {
             Ok(peer) => Ok(peer),
             Err(peer::Unavailable::Busy(refusal)) => Err(refusal_error(&mut ctx.refusal, refusal)),
@@ -191,10 +191,7 @@ impl ProxyHttp for Gateway {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(up) = ctx
-            .upstream
-            .and_then(|u| ctx.policy.config.upstreams.get(u))
-        {
+        if let Some(up) = ctx.upstream.and_then(|u| ctx.policy.config.upstream(u)) {
             metrics::upstream_connection(&up.name, reused);
         }
         Ok(())
@@ -314,7 +311,7 @@ impl ProxyHttp for Gateway {
         }
         let refusal = match result {
             Err(refused) => ctx.prepared.as_ref().map(|p| {
-                let u = ctx.upstream.unwrap_or(usize::MAX);
+                let u = ctx.upstream.unwrap_or(UpstreamId(usize::MAX));
                 ctx.policy.request_refusal(u, &p.body_rules, &refused)
             }),
             // A swap outside the credential's `allow` rules: `out` is dropped unsent.
@@ -347,8 +344,7 @@ impl ProxyHttp for Gateway {
         }
         if let (Some(started), Some(up)) = (
             ctx.upstream_started.take(),
-            ctx.upstream
-                .and_then(|u| ctx.policy.config.upstreams.get(u)),
+            ctx.upstream.and_then(|u| ctx.policy.config.upstream(u)),
         ) {
             metrics::upstream_duration(&up.name, started.elapsed().as_secs_f64());
             metrics::upstream_outcome(&up.name, true);
@@ -753,10 +749,7 @@ async fn finish_aws_with_body(
 
 /// Records an upstream failure for the metrics and the status page.
 fn upstream_failed(ctx: &Ctx, kind: &'static str) {
-    if let Some(up) = ctx
-        .upstream
-        .and_then(|u| ctx.policy.config.upstreams.get(u))
-    {
+    if let Some(up) = ctx.upstream.and_then(|u| ctx.policy.config.upstream(u)) {
         metrics::upstream_error(&up.name, kind);
         metrics::upstream_outcome(&up.name, false);
     }
@@ -790,7 +783,7 @@ fn record_metrics(session: &Session, ctx: &Ctx) {
         .unwrap_or("none");
     let upstream = ctx
         .upstream
-        .and_then(|u| config.upstreams.get(u))
+        .and_then(|u| config.upstream(u))
         .map_or("none", |u| u.name.as_str());
     metrics::request_done(
         route,
@@ -903,7 +896,7 @@ fn audit_line<'a>(session: &'a Session, e: Option<&Error>, ctx: &'a Ctx) -> audi
         route: ctx.route.and_then(|r| policy.route_label(r)),
         upstream: ctx
             .upstream
-            .and_then(|u| config.upstreams.get(u))
+            .and_then(|u| config.upstream(u))
             .map(|u| u.name.as_str()),
         status: ctx.answered_status(session),
         refusal: ctx.refusal.as_ref().map(|r| r.reason),

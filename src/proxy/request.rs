@@ -6,6 +6,7 @@ use pingora::http::RequestHeader;
 use http::HeaderValue;
 
 use super::headers::{self, HeaderChanges, HeaderError};
+use crate::config::UpstreamId;
 use crate::rewrite::encoded;
 use std::sync::Arc;
 
@@ -211,7 +212,7 @@ pub struct Prepared {
 /// header *name* (400), or a rewritten value that is not a valid header value (502).
 pub fn prepare(
     policy: &Policy,
-    upstream: usize,
+    upstream: UpstreamId,
     slot: usize,
     req: &RequestHeader,
     path_and_query: &[u8],
@@ -272,7 +273,7 @@ pub fn prepare(
 /// value hides across a `&` or `=` from the guards.
 fn rewrite_target(
     policy: &Policy,
-    upstream: usize,
+    upstream: UpstreamId,
     rules: &UpstreamRules,
     target: &[u8],
     hits: &mut Hits,
@@ -388,11 +389,11 @@ fn basic_auth(
 /// A refusal when the target or a header cannot be set.
 pub fn apply_upstream(
     policy: &Policy,
-    upstream: usize,
+    upstream: UpstreamId,
     prepared: &Prepared,
     req: &mut RequestHeader,
 ) -> Result<(), Refusal> {
-    let Some(up) = policy.config.upstreams.get(upstream) else {
+    let Some(up) = policy.config.upstream(upstream) else {
         return Err(refuse(500, Reason::Internal, "unknown upstream"));
     };
     req.set_raw_path(&prepared.path_and_query)

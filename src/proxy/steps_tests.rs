@@ -17,7 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::request;
 use super::response;
-use crate::config::Config;
+use crate::config::{Config, UpstreamId};
 use crate::policy::Policy;
 use crate::refusal::Reason;
 use crate::rewrite::Hits;
@@ -96,12 +96,11 @@ fn policy() -> (tempfile::TempDir, Policy) {
     (dir, policy)
 }
 
-fn upstream(policy: &Policy, name: &str) -> usize {
+fn upstream(policy: &Policy, name: &str) -> UpstreamId {
     policy
         .config
-        .upstreams
-        .iter()
-        .position(|u| u.name == name)
+        .upstream_ids()
+        .find_map(|(id, u)| (u.name == name).then_some(id))
         .unwrap()
 }
 
@@ -121,7 +120,7 @@ fn routing() {
     for (host, port, path, want) in cases {
         let got = policy
             .route(host, *port, path)
-            .and_then(|(_, r)| policy.config.upstreams.get(r.upstream))
+            .and_then(|(_, r)| policy.config.upstream(r.upstream))
             .map(|u| u.name.as_str());
         assert_eq!(got, *want, "{host}{}", String::from_utf8_lossy(path));
     }

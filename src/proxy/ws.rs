@@ -23,6 +23,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
 use super::{refusal_error, Ctx};
+use crate::config::UpstreamId;
 use crate::policy::{Policy, RuleSet};
 use crate::refusal::{Reason, Refusal};
 use crate::rewrite::websocket::{Direction, WsError, WsScanner};
@@ -115,7 +116,7 @@ fn is_websocket(values: http::header::GetAll<'_, http::HeaderValue>) -> bool {
 ///
 /// # Errors
 /// An internal error for an unknown upstream.
-pub(super) fn start_request(ctx: &mut Ctx, upstream: usize) -> Result<()> {
+pub(super) fn start_request(ctx: &mut Ctx, upstream: UpstreamId) -> Result<()> {
     let Some(streams) = ctx.websocket.as_mut() else {
         return Ok(());
     };
@@ -241,7 +242,7 @@ fn scan(
 /// protocol error names the side and the rule it broke.
 fn refusal(
     policy: &Policy,
-    upstream: Option<usize>,
+    upstream: Option<UpstreamId>,
     rules: Option<&RuleSet>,
     dir: Direction,
     e: &WsError,
@@ -252,7 +253,7 @@ fn refusal(
     };
     match e {
         WsError::Refused(r) if dir == Direction::ToUpstream => match rules {
-            Some(set) => policy.request_refusal(upstream.unwrap_or(usize::MAX), set, r),
+            Some(set) => policy.request_refusal(upstream.unwrap_or(UpstreamId(usize::MAX)), set, r),
             None => Refusal::new(500, Reason::Internal, "no rules for the agent's frames"),
         },
         // The response rewriter has no refusing rules; failing is the safe answer if it did.

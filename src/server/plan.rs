@@ -105,7 +105,7 @@ fn route_key(c: &Config, i: usize) -> (String, String) {
         r.port.map(|p| format!(":{p}")).unwrap_or_default(),
         r.path_prefix
     );
-    let up = c.upstreams.get(r.upstream).map_or("?", |u| u.name.as_str());
+    let up = c.upstream(r.upstream).map_or("?", |u| u.name.as_str());
     let value = format!("{up} {:?} {}", r.clients, r.websocket);
     (key, value)
 }
@@ -171,9 +171,9 @@ impl Plan {
             match old.credentials.iter().find(|o| o.name == n.name) {
                 None => plan.credentials_added.push(n.name.clone()),
                 Some(o) => {
-                    let names = |c: &Config, ids: &[usize]| -> Vec<String> {
+                    let names = |c: &Config, ids: &[crate::config::UpstreamId]| -> Vec<String> {
                         ids.iter()
-                            .filter_map(|&i| c.upstreams.get(i).map(|u| u.name.clone()))
+                            .filter_map(|&i| c.upstream(i).map(|u| u.name.clone()))
                             .collect()
                     };
                     let clients = |c: &crate::config::Credential| -> Vec<Option<String>> {

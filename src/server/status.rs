@@ -43,7 +43,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
                 "host": r.host,
                 "port": r.port,
                 "path_prefix": r.path_prefix,
-                "upstream": c.upstreams.get(r.upstream).map(|u| u.name.as_str()),
+                "upstream": c.upstream(r.upstream).map(|u| u.name.as_str()),
                 "clients": r.clients,
                 "websocket": r.websocket,
             })
@@ -96,7 +96,7 @@ pub fn snapshot(policy: &Policy, tls: &[std::sync::Arc<ListenerTlsState>]) -> Va
                 "available": cr.available(),
                 "source": cr.values.first().map(|v| if v.client.is_some() { "per client" } else { source(&v.source) }),
                 "clients": clients,
-                "upstreams": cr.upstreams.iter().filter_map(|&i| c.upstreams.get(i).map(|u| u.name.as_str())).collect::<Vec<_>>(),
+                "upstreams": cr.upstreams.iter().filter_map(|&i| c.upstream(i).map(|u| u.name.as_str())).collect::<Vec<_>>(),
                 "last_used": last_used,
             })
         })

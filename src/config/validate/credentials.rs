@@ -33,7 +33,7 @@ pub(super) fn check_credentials(
         }
         for (i, u) in raw.upstreams.iter().enumerate() {
             match upstream_names.iter().position(|n| n == u) {
-                Some(idx) if !ups.contains(&idx) => ups.push(idx),
+                Some(idx) if !ups.contains(&UpstreamId(idx)) => ups.push(UpstreamId(idx)),
                 Some(_) => {
                     r.error(
                         &p.key("upstreams").index(i),

@@ -225,7 +225,7 @@ fn check_document(r: &mut Report<'_>, root: &Value, base: &Path) -> Option<Confi
         if c.swap_in.body.is_empty() {
             continue;
         }
-        for up in c.upstreams.iter().filter_map(|&u| upstreams.get(u)) {
+        for up in c.upstreams.iter().filter_map(|&u| upstreams.get(u.0)) {
             if super::swap::looks_like_llm(up) {
                 r.warn(
                     &YamlPath::root()

@@ -79,7 +79,7 @@ pub(super) fn check_routes(
                 host,
                 port: raw.port,
                 path_prefix,
-                upstream,
+                upstream: UpstreamId(upstream),
                 clients: raw.clients,
                 websocket: raw.websocket.unwrap_or(false),
             });
