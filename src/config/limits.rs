@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::raw::RawSize;
 use super::swap::Problems;
-use super::{parse_duration, parse_size, YamlPath, MAX_TIMEOUT};
+use super::{bounded_duration, parse_size, YamlPath};
 
 /// The gateway's limits (`limits:`).
 #[derive(Debug, Clone, PartialEq)]
@@ -180,15 +180,7 @@ pub fn check(raw: RawLimits, p: &YamlPath, problems: &mut Problems) -> Limits {
     let duration =
         |v: Option<String>, key: &str, default: Duration, problems: &mut Problems| match v {
             None => default,
-            Some(s) => match parse_duration(&s) {
-                Ok(z) if z.is_zero() => {
-                    problems.push((p.key(key), "must be more than zero".into()));
-                    default
-                }
-                Ok(z) if z > MAX_TIMEOUT => {
-                    problems.push((p.key(key), "must be at most 7 days".into()));
-                    default
-                }
+            Some(s) => match bounded_duration(&s, false) {
                 Ok(z) => z,
                 Err(m) => {
                     problems.push((p.key(key), m));

@@ -532,6 +532,19 @@ impl std::error::Error for ConfigErrors {}
 /// overflow the deadlines computed from them (a request would fail, unanswered).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// Parses a duration key's value: at most [`MAX_TIMEOUT`], and more than zero unless
+/// `allow_zero`.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn bounded_duration(s: &str, allow_zero: bool) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() && !allow_zero => Err("must be more than zero".into()),
+        d if d > MAX_TIMEOUT => Err("must be at most 7 days".into()),
+        d => Ok(d),
+    }
+}
+
 /// Parses a duration such as `5s`, `250ms` or `2m`.
 ///
 /// # Errors

@@ -31,11 +31,7 @@ pub(super) fn check_dns(r: &mut Report<'_>, v: &Value) -> Option<Dns> {
     let max_ttl = duration_field(r, &p.key("max_ttl"), raw.max_ttl, default.max_ttl);
     let serve_stale = match raw.serve_stale {
         None => Some(default.serve_stale),
-        Some(s) => match parse_duration(&s) {
-            Ok(d) if d > MAX_TIMEOUT => {
-                r.error(&p.key("serve_stale"), "must be at most 7 days");
-                None
-            }
+        Some(s) => match bounded_duration(&s, true) {
             Ok(d) => Some(d),
             Err(m) => {
                 r.error(&p.key("serve_stale"), m);

@@ -85,11 +85,7 @@ pub(super) fn check_upstream(
     )?;
     let read_timeout = match raw.read_timeout {
         None => Some(None),
-        Some(s) => match parse_duration(&s) {
-            Ok(d) if d > MAX_TIMEOUT => {
-                r.error(&p.key("read_timeout"), "must be at most 7 days");
-                None
-            }
+        Some(s) => match bounded_duration(&s, true) {
             Ok(d) => Some(Some(d)),
             Err(m) => {
                 r.error(&p.key("read_timeout"), m);
@@ -218,15 +214,7 @@ pub(super) fn duration_field(
 ) -> Option<Duration> {
     match v {
         None => Some(default),
-        Some(s) => match parse_duration(&s) {
-            Ok(d) if d.is_zero() => {
-                r.error(p, "must be more than zero");
-                None
-            }
-            Ok(d) if d > MAX_TIMEOUT => {
-                r.error(p, "must be at most 7 days");
-                None
-            }
+        Some(s) => match bounded_duration(&s, false) {
             Ok(d) => Some(d),
             Err(m) => {
                 r.error(p, m);
