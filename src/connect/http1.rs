@@ -25,7 +25,7 @@ use crate::proxy::Gateway;
 use crate::refusal::Reason;
 use crate::stream::PrefixStream;
 
-/// Answers a connection refused by [`admit`] with `503` and closes it.
+/// Answers a connection refused by [`crate::limits::overload::admit`] with `503` and closes it.
 pub async fn shed(mut stream: Stream, limit: &'static str) {
     let identity = identity(&stream);
     crate::metrics::limited(GATEWAY, limit);

@@ -6,8 +6,8 @@
 //!   replayed), so gateway mode and `HTTP_PROXY` work as before;
 //! - `CONNECT host:port`: checked against the routes (no route: `403` before any TLS; no
 //!   `interception` configured: `501`), answered `200`, then TLS is accepted *inside* the tunnel
-//!   with a leaf for `host` minted by the interception CA ([`mint`]). A client hello naming any
-//!   other server (SNI) gets no certificate: the handshake fails. The decrypted stream goes to
+//!   with a leaf for `host` minted by the interception CA ([`crate::pki::mint`]). A client
+//!   hello naming any other server (SNI) gets no certificate: the handshake fails. The decrypted stream goes to
 //!   the same proxy, carrying [`TunnelInfo`] (target and the outer client identity) as its proxy
 //!   digest; `request_filter` refuses any request whose `Host` is not the tunnel's target
 //!   (`421`), and applies every gateway-mode rule unchanged.

@@ -185,7 +185,7 @@ pub fn h2_server_options(limits: &Limits) -> pingora::apps::HttpServerOptions {
 }
 
 /// Per request, from `request_filter`: the head limits for HTTP/2 (HTTP/1 heads were checked
-/// by [`serve_http1`]), and the write timeout.
+/// by `crate::connect::http1::serve_http1`), and the write timeout.
 ///
 /// # Errors
 /// A `431` refusal for a head over `header_bytes` or `headers`.

@@ -1,4 +1,5 @@
-//! `credentials:`: dummies, where real values come from (never read into a message), where they may be swapped and for whom.
+//! `credentials:`: dummies, where real values come from (never read into a message), where
+//! they may be swapped and for whom.
 
 use super::*;
 
