@@ -4,11 +4,12 @@
 //! single-flight minting (concurrent tunnels to a new host wait for one signature), and a
 //! leaf is re-minted when it is over half its lifetime old.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
@@ -20,20 +21,22 @@ use zeroize::Zeroizing;
 /// Lifetime of a minted leaf.
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Leaves kept in the cache.
-pub const CACHE_CAPACITY: usize = 1024;
+pub const CACHE_CAPACITY: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 
 struct Entry {
     cell: Arc<OnceCell<Arc<CertifiedKey>>>,
     created: Instant,
-    last_used: Instant,
 }
 
 /// Mints and caches leaves.
 pub struct Minter {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
-    cache: Mutex<HashMap<String, Entry>>,
-    capacity: usize,
+    /// Least recently used first out.
+    cache: Mutex<LruCache<String, Entry>>,
 }
 
 impl std::fmt::Debug for Minter {
@@ -48,6 +51,18 @@ impl Minter {
     /// # Errors
     /// Unreadable files, a certificate that is not PEM, a key that does not parse.
     pub fn load(ca_cert: &Path, ca_key: &Path) -> Result<Minter, String> {
+        Self::load_with_capacity(ca_cert, ca_key, CACHE_CAPACITY)
+    }
+
+    /// As [`Minter::load`], caching at most `capacity` leaves.
+    ///
+    /// # Errors
+    /// As [`Minter::load`].
+    pub fn load_with_capacity(
+        ca_cert: &Path,
+        ca_key: &Path,
+        capacity: NonZeroUsize,
+    ) -> Result<Minter, String> {
         let pem = std::fs::read_to_string(ca_cert)
             .map_err(|e| format!("cannot read {}: {e}", ca_cert.display()))?;
         let key_pem = Zeroizing::new(
@@ -65,8 +80,7 @@ impl Minter {
         Ok(Minter {
             issuer,
             ca_der,
-            cache: Mutex::new(HashMap::new()),
-            capacity: CACHE_CAPACITY,
+            cache: Mutex::new(LruCache::new(capacity)),
         })
     }
 
@@ -81,37 +95,24 @@ impl Minter {
                 .lock()
                 .map_err(|_| "leaf cache poisoned".to_string())?;
             let now = Instant::now();
-            let stale = cache
-                .get(host)
-                .is_some_and(|e| now.duration_since(e.created) > LEAF_LIFETIME / 2);
-            if stale {
-                cache.remove(host);
-            }
-            if !cache.contains_key(host) && cache.len() >= self.capacity {
-                if let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(k, _)| k.clone())
-                {
-                    cache.remove(&oldest);
+            let fresh = |e: &Entry| now.duration_since(e.created) <= LEAF_LIFETIME / 2;
+            match cache.get(host).filter(|e| fresh(e)) {
+                Some(e) => e.cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    let entry = Entry {
+                        cell: Arc::clone(&cell),
+                        created: now,
+                    };
+                    // Replaces a stale entry, or evicts the least recently used one when full.
+                    cache.put(host.to_owned(), entry);
+                    cell
                 }
             }
-            let entry = cache.entry(host.to_owned()).or_insert_with(|| Entry {
-                cell: Arc::new(OnceCell::new()),
-                created: now,
-                last_used: now,
-            });
-            entry.last_used = now;
-            entry.cell.clone()
         };
         cell.get_or_try_init(|| async { self.mint(host).map(Arc::new) })
             .await
             .cloned()
-    }
-
-    /// Number of cached leaves.
-    pub fn cached(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or(0)
     }
 
     fn mint(&self, host: &str) -> Result<CertifiedKey, String> {
@@ -146,5 +147,41 @@ impl Minter {
             vec![cert.der().clone(), self.ca_der.clone()],
             signing_key,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn leaves_are_cached_least_recently_used_first_out() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path(), crate::pki::InitOptions::default()).unwrap();
+        let two = NonZeroUsize::new(2).unwrap();
+        let minter = Minter::load_with_capacity(
+            &dir.path().join(crate::pki::INTERCEPT_CA_CERT),
+            &dir.path().join(crate::pki::INTERCEPT_CA_KEY),
+            two,
+        )
+        .unwrap();
+        let a = minter.leaf_for("a.example").await.unwrap();
+        let b = minter.leaf_for("b.example").await.unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &minter.leaf_for("a.example").await.unwrap()),
+            "a cached"
+        );
+        // `b` is now the least recently used: a third host evicts it, not `a`.
+        minter.leaf_for("c.example").await.unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &minter.leaf_for("a.example").await.unwrap()),
+            "a kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&b, &minter.leaf_for("b.example").await.unwrap()),
+            "b re-minted"
+        );
+        assert_eq!(minter.cache.lock().unwrap().len(), 2);
     }
 }
