@@ -91,10 +91,9 @@ fn setup() -> Setup {
             ca = pki.ca_path().display(),
         )
     };
+    let listener = common::gateway::mtls_listener(&certs);
     let config = format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-         \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-         admin:\n  address: {{admin}}\n\
+        "{listener}admin:\n  address: {{admin}}\n\
          interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
          upstreams:\n{h1}{h2}\
          credentials:\n\

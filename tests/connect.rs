@@ -43,10 +43,9 @@ fn setup_with(interception: bool) -> Setup {
     } else {
         String::new()
     };
+    let listener = common::gateway::mtls_listener(&certs);
     let config = format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-         \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-         admin:\n  address: {{admin}}\n{interception}\
+        "{listener}admin:\n  address: {{admin}}\n{interception}\
          upstreams:\n  api:\n    url: https://127.0.0.1:{port}\n    ca: {ca}\n\
          credentials:\n  openai:\n    dummy: {DUMMY}\n    real: {{ env: TEST_OPENAI_KEY }}\n    upstreams: [api]\n    swap_in: {{ query: [k], body: [\"*/*\"] }}\n\
          routes:\n  - host: api.test\n    upstream: api\n  - host: other.test\n    upstream: api\n",

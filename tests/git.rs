@@ -114,10 +114,9 @@ impl Agent {
         let certs = dir.path().join("certs");
         slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
         let c = certs.display();
+        let listener = common::gateway::mtls_listener(&certs);
         let config = format!(
-            "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-             \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-             admin:\n  address: {{admin}}\n\
+            "{listener}admin:\n  address: {{admin}}\n\
              interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
              upstreams:\n  github:\n    url: https://127.0.0.1:{port}\n    ca: {ca}\n\
              \x20 openai:\n    url: http://127.0.0.1:9\n\

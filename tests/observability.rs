@@ -175,10 +175,9 @@ struct Stack {
 fn config(certs: &Path, api_url: &str, down_port: u16, broken: bool) -> String {
     let openai_upstream = if broken { "nonexistent" } else { "api" };
     let c = certs.display();
+    let listener = common::gateway::mtls_listener(certs);
     format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-         \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-         admin:\n  address: {{admin}}\n\
+        "{listener}admin:\n  address: {{admin}}\n\
          interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
          upstreams:\n  api:\n    url: {api_url}\n  down:\n    url: http://localhost:{down_port}\n    connect_timeout: 5s\n\
          credentials:\n\

@@ -70,10 +70,9 @@ fn setup(mode: &str) -> Setup {
     let certs = dir.path().join("certs");
     slapenir::pki::init(&certs, slapenir::pki::InitOptions::default()).unwrap();
     let c = certs.display();
+    let listener = common::gateway::mtls_listener(&certs);
     let config = format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls:\n\
-         \x20     cert: {c}/gateway.crt\n      key: {c}/gateway.key\n      client_ca: {c}/root_ca.crt\n\
-         admin:\n  address: {{admin}}\n\
+        "{listener}admin:\n  address: {{admin}}\n\
          interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
          upstreams:\n  api:\n    url: https://127.0.0.1:{port}\n    ca: {ca}\n\
          \x20 other:\n    url: https://127.0.0.1:9\n\
