@@ -12,7 +12,7 @@
 //! starts wins, and among needles starting there the longest wins. A replacement is never
 //! scanned again. However a body is cut into chunks — down to one byte per chunk, with empty
 //! chunks in between — a stream emits the same bytes as [`Rewriter::rewrite`] over the whole
-//! body. The property tests (`tests/rewrite_properties.rs`) and the fuzz target
+//! body. The property tests (`tests/offline/rewrite_properties.rs`) and the fuzz target
 //! (`fuzz/fuzz_targets/rewrite_stream.rs`) check this against both aho-corasick's own one-shot
 //! replacement and a naive reference.
 //!
@@ -48,7 +48,7 @@
 //! streams hold every tail that matches a needle's public [`Shape`] instead (any run of
 //! non-blank bytes shorter than the longest needle, and the hex-pair and wrapped-base64
 //! shapes): a superset of the exact tails, so the output bytes are the same, and a function of
-//! byte classes and needle lengths only (property-tested in `tests/rewrite_properties.rs`).
+//! byte classes and needle lengths only (property-tested in `tests/offline/rewrite_properties.rs`).
 //! Response rewriters use it; request rewriters, whose needles are dummies the agent knows,
 //! keep the exact rule.
 //!

@@ -1,4 +1,4 @@
-"""Real clients for tests/client_limits.rs: raw TLS sockets (HTTP/1.1 and CONNECT), httpx over
+"""Real clients for tests/limits/client_limits.rs: raw TLS sockets (HTTP/1.1 and CONNECT), httpx over
 HTTP/2, all with a client certificate, against the gateway in gateway mode (`Host: api.test`).
 
 usage: drive.py SCENARIO PORT CERTS_DIR [ARGS...]; prints one JSON object on the last line.
