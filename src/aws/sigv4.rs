@@ -68,7 +68,10 @@
 
 use std::fmt;
 
+use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
+use time::macros::format_description;
+use time::PrimitiveDateTime;
 use zeroize::Zeroizing;
 
 /// The only signing algorithm this module speaks.
@@ -428,38 +431,20 @@ impl Timestamp {
     /// # Errors
     /// [`SigV4Error::MalformedDate`].
     pub fn parse(value: &[u8]) -> Result<Self, SigV4Error> {
-        let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-            let part = value.get(range)?;
-            part.iter().try_fold(0i64, |acc, &b| {
-                b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
-            })
-        };
-        if value.len() != 16 || value.get(8) != Some(&b'T') || value.get(15) != Some(&b'Z') {
+        // Exactly sixteen characters, starting with a digit: `time` would also take a signed
+        // year, which no AWS client writes.
+        let text = std::str::from_utf8(value).map_err(|_| SigV4Error::MalformedDate)?;
+        if text.len() != 16 || !text.starts_with(|c: char| c.is_ascii_digit()) {
             return Err(SigV4Error::MalformedDate);
         }
-        let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
-            digits(0..4),
-            digits(4..6),
-            digits(6..8),
-            digits(9..11),
-            digits(11..13),
-            digits(13..15),
-        ) else {
-            return Err(SigV4Error::MalformedDate);
-        };
-        if !(1..=12).contains(&month)
-            || day < 1
-            || day > days_in_month(year, month)
-            || hour > 23
-            || minute > 59
-            || second > 59
-        {
-            return Err(SigV4Error::MalformedDate);
-        }
-        let unix = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+        let at = PrimitiveDateTime::parse(
+            text,
+            format_description!("[year][month][day]T[hour][minute][second]Z"),
+        )
+        .map_err(|_| SigV4Error::MalformedDate)?;
         Ok(Timestamp {
-            text: value.iter().map(|&b| char::from(b)).collect(),
-            unix,
+            text: text.to_owned(),
+            unix: at.assume_utc().unix_timestamp(),
         })
     }
 
@@ -476,26 +461,6 @@ impl Timestamp {
     fn date(&self) -> &str {
         self.text.get(..8).unwrap_or_default()
     }
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 …` header.
@@ -638,12 +603,6 @@ fn parse_signature(value: &[u8]) -> Result<[u8; 32], &'static str> {
         return Err("the signature is not 64 lowercase hex digits");
     }
     Ok(out)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// The `X-Amz-*` parameters of a presigned URL.
@@ -1445,45 +1404,38 @@ fn split_param(segment: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Decodes `%XX` escapes; `+` stays a plus. `place` names the path or the query in the error.
+/// A `%` without two hex digits is refused (`percent-encoding` would pass it through as it
+/// is, and the upstream may read it otherwise).
 fn percent_decode(input: &[u8], place: &'static str) -> Result<Vec<u8>, SigV4Error> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut rest = input;
-    while let Some((&b, tail)) = rest.split_first() {
-        if b != b'%' {
-            out.push(b);
-            rest = tail;
-            continue;
-        }
-        let (Some(hi), Some(lo)) = (
-            tail.first().and_then(|&h| hex_value(h)),
-            tail.get(1).and_then(|&l| hex_value(l)),
-        ) else {
-            return Err(SigV4Error::BadPercentEncoding(place));
-        };
-        out.push(hi << 4 | lo);
-        rest = tail.get(2..).unwrap_or_default();
+    let is_hex = |i: usize| input.get(i).is_some_and(u8::is_ascii_hexdigit);
+    let malformed = input
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'%' && !(is_hex(i + 1) && is_hex(i + 2)));
+    if malformed {
+        return Err(SigV4Error::BadPercentEncoding(place));
     }
-    Ok(out)
+    Ok(percent_encoding::percent_decode(input).collect())
 }
 
-/// AWS's `UriEncode`: everything but `A-Z a-z 0-9 - _ . ~` becomes `%XX` (upper-case hex);
-/// `/` too when `encode_slash`.
+/// AWS's `UriEncode` set: everything but `A-Z a-z 0-9 - _ . ~` (upper-case hex).
+const URI_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// [`URI_ENCODE`] without `/`, for paths.
+const URI_ENCODE_PATH: &AsciiSet = &URI_ENCODE.remove(b'/');
+
+/// AWS's `UriEncode`, leaving `/` as it is unless `encode_slash`.
 fn uri_encode(input: &[u8], encode_slash: bool) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(input.len());
-    for &b in input {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (b == b'/' && !encode_slash)
-        {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-    out
+    let set = if encode_slash {
+        URI_ENCODE
+    } else {
+        URI_ENCODE_PATH
+    };
+    percent_encode(input, set).to_string()
 }
 
 /// The string to sign: algorithm, time, credential scope and the canonical request's hash.

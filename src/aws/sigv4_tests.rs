@@ -928,6 +928,8 @@ fn timestamp_table() {
         ("lowercase t", "20150830t123600Z", None),
         ("too short", "20150830T12360Z", None),
         ("sign in digits", "2015+830T123600Z", None),
+        ("sign before the year", "+0150830T123600Z", None),
+        ("not ASCII", "2015083\u{e9}T12360Z", None),
     ];
     for (name, text, want) in cases {
         assert_eq!(
