@@ -72,39 +72,6 @@ enum PkiCommand {
     },
 }
 
-/// Asks a running gateway's admin endpoint for its reload plan.
-fn reload_plan(admin: std::net::SocketAddr) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(5))
-        .map_err(|e| format!("cannot reach {admin}: {e}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET /reload/plan HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    // A chunked body holds one chunk here; take the text between the size line and the end.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split_once("\r\n")
-            .map_or(body, |(_, rest)| rest)
-            .trim_end_matches("\r\n0\r\n\r\n")
-    } else {
-        body
-    };
-    if head.starts_with("HTTP/1.1 200") {
-        Ok(body.trim().to_string())
-    } else {
-        Err(body.trim().to_string())
-    }
-}
-
 /// Where the embedded default expects its development PKI.
 const DEV_PKI_DIR: &str = "certs";
 
@@ -133,7 +100,7 @@ fn main() -> ExitCode {
                     c.credentials.iter().filter(|c| c.available()).count(),
                     c.routes.len()
                 );
-                match admin.map(reload_plan) {
+                match admin.map(slapenir::server::admin::reload_plan) {
                     None => ExitCode::SUCCESS,
                     Some(Ok(plan)) => {
                         println!("a reload of the running gateway would apply: {plan}");
