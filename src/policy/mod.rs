@@ -536,20 +536,21 @@ impl Policy {
         self.config.credentials.get(rule)
     }
 
-    /// Turns a refused request rule of `set` into the answer for the agent.
+    /// Turns a refused request rule of `set` into the answer for the agent; `upstream` is the
+    /// request's, named in the message when known.
     pub fn request_refusal(
         &self,
-        upstream: UpstreamId,
+        upstream: Option<UpstreamId>,
         set: &RuleSet,
         refused: &Refused,
     ) -> Refusal {
-        let (cred, kind) = set
+        let (credential, kind) = set
             .kind(refused.rule)
-            .unwrap_or((usize::MAX, RuleKind::Foreign));
-        let up = self
-            .config
-            .upstream(upstream)
-            .map_or("?", |u| u.name.as_str());
+            .map_or((None, RuleKind::Foreign), |(c, kind)| (Some(c), kind));
+        let up = match upstream.and_then(|u| self.config.upstream(u)) {
+            Some(u) => format!("upstream `{}`", u.name),
+            None => "this upstream".to_owned(),
+        };
         let name = &refused.name;
         let (status, reason, message) = match kind {
             // The agent learns which credential, never its source: a variable name or path
@@ -582,7 +583,7 @@ impl Policy {
                 403,
                 Reason::CredentialBoundElsewhere,
                 format!(
-                    "credential `{name}` may not be sent to upstream `{up}`; it is bound to other upstreams"
+                    "credential `{name}` may not be sent to {up}; it is bound to other upstreams"
                 ),
             ),
         };
@@ -590,7 +591,7 @@ impl Policy {
             status,
             reason,
             message,
-            credential: Some(cred),
+            credential,
         }
     }
 }

@@ -270,7 +270,7 @@ pub fn finish(
             let new_body = rules
                 .rewriter
                 .rewrite(b, hits)
-                .map_err(|r| policy.request_refusal(upstream, &rules, &r))?
+                .map_err(|r| policy.request_refusal(Some(upstream), &rules, &r))?
                 .into_owned();
             let hash = PayloadHash::of_body(&new_body);
             prepared.body = Some(Bytes::from(new_body));

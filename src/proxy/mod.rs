@@ -68,12 +68,8 @@ pub struct Ctx {
     route: Option<RouteId>,
     upstream: Option<UpstreamId>,
     request_hits: Hits,
-    request_body: Option<RewriteStream>,
-    /// An AWS-signed request whose body must be read before it can be signed again.
-    aws_pending: Option<aws::Pending>,
-    /// A body prepared whole (see `Prepared::body`), sent in place of the agent's; taken when
-    /// it is sent.
-    body_replacement: Option<Bytes>,
+    /// What the request body becomes upstream, set up for each upstream attempt.
+    request_body: RequestBody,
     response: Option<BodyScrubber>,
     response_hits: Hits,
     refusal: Option<Refusal>,
@@ -94,21 +90,36 @@ pub struct Ctx {
     upstream_hold: peer::Hold,
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+/// The request body on its way upstream: the one place that says how it is sent.
+enum RequestBody {
+    /// Not set up yet (before `upstream_request_filter`), or a WebSocket upgrade: its frames
+    /// are scanned by `Ctx::websocket` once upgraded.
+    Unset,
+    /// The agent's body, streamed through the request rewriter.
+    Streamed(RewriteStream),
+    /// The whole body prepared in `request_filter` (`Prepared::body`), sent in place of the
+    /// agent's; `None` once sent.
+    Replaced(Option<Bytes>),
+}
 
-    fn new_ctx(&self) -> Ctx {
+/// The request as `admit` sees it: its head, the tunnel it came through (`CONNECT`), and
+/// whether it asks for an upgrade — all a Pingora session is needed for.
+struct Incoming<'a> {
+    req: &'a RequestHeader,
+    tunnel: Option<&'a TunnelInfo>,
+    upgrade: bool,
+}
+
+impl Ctx {
+    fn new(policy: Arc<Policy>) -> Ctx {
         Ctx {
-            policy: self.policy.load_full(),
+            policy,
             started: Instant::now(),
             prepared: None,
             route: None,
             upstream: None,
             request_hits: Hits::new(),
-            request_body: None,
-            aws_pending: None,
-            body_replacement: None,
+            request_body: RequestBody::Unset,
             response: None,
             response_hits: Hits::new(),
             refusal: None,
@@ -121,6 +132,15 @@ impl ProxyHttp for Gateway {
             limits: RequestUse::default(),
             upstream_hold: peer::Hold::default(),
         }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.policy.load_full())
     }
 
     /// Runs first: find the target and route, enforce per-route access and the WebSocket rule,
@@ -141,12 +161,16 @@ impl ProxyHttp for Gateway {
             ctx.refusal = Some(Refusal::new(429, Reason::ClientLimit, String::new()));
             return Ok(true);
         }
-        let mut admitted = admit(session, ctx);
-        if admitted.is_ok() {
-            if let Some(pending) = ctx.aws_pending.take() {
-                admitted = finish_aws_with_body(session, ctx, pending).await;
-            }
-        }
+        let incoming = Incoming {
+            req: session.req_header(),
+            tunnel: tunnel_info(session),
+            upgrade: session.is_upgrade_req(),
+        };
+        let admitted = match admit(incoming, ctx) {
+            Ok(Some(pending)) => finish_aws_with_body(session, ctx, pending).await,
+            Ok(None) => Ok(()),
+            Err(refusal) => Err(refusal),
+        };
         match admitted {
             Ok(()) => Ok(false),
             Err(refusal) => {
@@ -265,11 +289,10 @@ impl ProxyHttp for Gateway {
         if let Err(refusal) = built {
             return Err(refusal_error(&mut ctx.refusal, refusal));
         }
-        ctx.body_replacement = prepared.body.clone();
-        ctx.request_body = if prepared.body.is_some() {
-            None
-        } else {
-            Some(prepared.body_rules.rewriter.stream())
+        ctx.request_body = match &prepared.body {
+            Some(body) => RequestBody::Replaced(Some(body.clone())),
+            None if ctx.websocket.is_some() => RequestBody::Unset,
+            None => RequestBody::Streamed(prepared.body_rules.rewriter.stream()),
         };
         ws::start_request(ctx, u)
     }
@@ -285,21 +308,22 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         crate::limits::overload::body_deadline(ctx.started, &ctx.policy.config.limits)?;
         pace_body(body, ctx).await;
-        if ctx.prepared.as_ref().is_some_and(|p| p.body.is_some()) {
-            // The agent's body was read and checked in `request_filter`; Pingora replays it
-            // from its buffer, and the prepared body goes in its place.
-            *body = match ctx.body_replacement.take() {
-                Some(b) => Some(b),
-                None if end_of_stream => None,
-                None => Some(Bytes::new()),
-            };
-            return Ok(());
-        }
-        if ctx.websocket.is_some() {
-            return ws::request_chunk(ctx, session.was_upgraded(), body, end_of_stream);
-        }
-        let Some(stream) = ctx.request_body.as_mut() else {
-            return Ok(());
+        let stream = match &mut ctx.request_body {
+            RequestBody::Replaced(replacement) => {
+                // The agent's body was read and checked in `request_filter`; Pingora replays
+                // it from its buffer, and the prepared body goes in its place.
+                *body = match replacement.take() {
+                    Some(b) => Some(b),
+                    None if end_of_stream => None,
+                    None => Some(Bytes::new()),
+                };
+                return Ok(());
+            }
+            RequestBody::Unset if ctx.websocket.is_some() => {
+                return ws::request_chunk(ctx, session.was_upgraded(), body, end_of_stream);
+            }
+            RequestBody::Unset => return Ok(()),
+            RequestBody::Streamed(stream) => stream,
         };
         let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len()) + 64);
         let mut result = match body.as_ref() {
@@ -311,8 +335,8 @@ impl ProxyHttp for Gateway {
         }
         let refusal = match result {
             Err(refused) => ctx.prepared.as_ref().map(|p| {
-                let u = ctx.upstream.unwrap_or(UpstreamId(usize::MAX));
-                ctx.policy.request_refusal(u, &p.body_rules, &refused)
+                ctx.policy
+                    .request_refusal(ctx.upstream, &p.body_rules, &refused)
             }),
             // A swap outside the credential's `allow` rules: `out` is dropped unsent.
             Ok(()) => ctx.policy.check_allowed(&ctx.denied, stream.hits()).err(),
@@ -504,7 +528,7 @@ impl ProxyHttp for Gateway {
         if let Some(s) = ctx.response.as_ref() {
             ctx.response_hits.merge(s.hits());
         }
-        if let Some(s) = ctx.request_body.as_ref() {
+        if let RequestBody::Streamed(s) = &ctx.request_body {
             ctx.request_hits.merge(s.hits());
         }
         ws::merge_hits(ctx);
@@ -576,11 +600,17 @@ async fn pace_body(body: &Option<Bytes>, ctx: &mut Ctx) {
     }
 }
 
-/// The `request_filter` steps.
-fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
-    let req = session.req_header();
+/// The `request_filter` steps: the target, the tunnel's rule, the route and its client list,
+/// the upgrade rule, the `allow` rules, AWS signatures and the prepared request. An AWS-signed
+/// request whose signature covers its body comes back as `Some`: it is finished once the body
+/// is read ([`finish_aws_with_body`]).
+fn admit(
+    incoming: Incoming<'_>,
+    ctx: &mut Ctx,
+) -> std::result::Result<Option<aws::Pending>, Refusal> {
+    let req = incoming.req;
     let mut target = request::target(req)?;
-    if let Some(tunnel) = tunnel_info(session) {
+    if let Some(tunnel) = incoming.tunnel {
         // Inside a CONNECT tunnel: every request must be for the tunnel's target, and the
         // identity is the one from the outer handshake.
         let port_ok = target.port.is_none_or(|p| p == tunnel.port);
@@ -632,7 +662,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
             });
         }
     }
-    if session.is_upgrade_req() && !route.websocket {
+    if incoming.upgrade && !route.websocket {
         return Err(Refusal {
             status: 403,
             reason: Reason::UpgradeNotAllowed,
@@ -640,7 +670,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
             credential: None,
         });
     }
-    if session.is_upgrade_req() {
+    if incoming.upgrade {
         ws::check_request(req)?;
         ctx.websocket = Some(ws::Streams::default());
     }
@@ -664,8 +694,9 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
         ctx.request_hits = hits;
         return Err(refusal);
     }
+    let mut needs_body = None;
     match signed {
-        Some(pending) if pending.needs_body() => ctx.aws_pending = Some(pending),
+        Some(pending) if pending.needs_body() => needs_body = Some(pending),
         Some(pending) => aws::finish(
             policy,
             route.upstream,
@@ -679,7 +710,7 @@ fn admit(session: &Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
     }
     ctx.request_hits = hits;
     ctx.prepared = Some(prepared);
-    Ok(())
+    Ok(needs_body)
 }
 
 /// Reads the body of an AWS-signed request whose signature covers it (at most

@@ -240,7 +240,9 @@ pub fn prepare(
         true,
     )
     .map_err(|e| match e {
-        HeaderError::Refused(name, r) => policy.request_refusal(upstream, rules.header(&name), &r),
+        HeaderError::Refused(name, r) => {
+            policy.request_refusal(Some(upstream), rules.header(&name), &r)
+        }
         HeaderError::Invalid(name) => refuse(
             502,
             Reason::InvalidHeader,
@@ -250,7 +252,7 @@ pub fn prepare(
     for name in rules.basic_headers() {
         if let Some(set) = rules.basic(name) {
             basic_auth(name, &req.headers, &mut headers, &set.rewriter, &mut hits)
-                .map_err(|r| policy.request_refusal(upstream, set, &r))?;
+                .map_err(|r| policy.request_refusal(Some(upstream), set, &r))?;
         }
     }
     let path_and_query = rewrite_target(policy, upstream, rules, path_and_query, &mut hits)?;
@@ -283,7 +285,7 @@ fn rewrite_target(
     nowhere
         .rewriter
         .rewrite(target, &mut scratch)
-        .map_err(|r| policy.request_refusal(upstream, nowhere, &r))?;
+        .map_err(|r| policy.request_refusal(Some(upstream), nowhere, &r))?;
     let (path, query) = match target.iter().position(|&b| b == b'?') {
         Some(q) => (&target[..q], Some(&target[q + 1..])),
         None => (target, None),
@@ -292,7 +294,7 @@ fn rewrite_target(
     let mut out = set
         .rewriter
         .rewrite(path, hits)
-        .map_err(|r| policy.request_refusal(upstream, set, &r))?
+        .map_err(|r| policy.request_refusal(Some(upstream), set, &r))?
         .into_owned();
     let Some(query) = query else { return Ok(out) };
     out.push(b'?');
@@ -307,14 +309,14 @@ fn rewrite_target(
         let name_out = nowhere
             .rewriter
             .rewrite(name, hits)
-            .map_err(|r| policy.request_refusal(upstream, nowhere, &r))?;
+            .map_err(|r| policy.request_refusal(Some(upstream), nowhere, &r))?;
         out.extend_from_slice(&name_out);
         if let Some(value) = value {
             let set = rules.query(name);
             let value_out = set
                 .rewriter
                 .rewrite(value, hits)
-                .map_err(|r| policy.request_refusal(upstream, set, &r))?;
+                .map_err(|r| policy.request_refusal(Some(upstream), set, &r))?;
             out.push(b'=');
             out.extend_from_slice(&value_out);
         }

@@ -1,5 +1,6 @@
 //! The proxy's steps in-process, one table per concern: a policy compiled from a YAML config
-//! (real values in files), then routing, request preparation (`request::prepare` and
+//! (real values in files), then routing, admission (`admit`: tunnels, client lists, upgrades,
+//! `allow` rules), request preparation (`request::prepare` and
 //! `request::apply_upstream`), the response head scrub (`response::scrub_head`) and config
 //! validation errors — no Pingora session, no process, no socket. The end-to-end tests
 //! (`tests/`) drive the same steps through the real binary.
@@ -15,12 +16,17 @@ use std::path::Path;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use std::sync::Arc;
+
 use super::request;
 use super::response;
+use super::{admit, Ctx, Incoming};
 use crate::config::{Config, UpstreamId};
+use crate::pki::ClientIdentity;
 use crate::policy::Policy;
 use crate::refusal::Reason;
 use crate::rewrite::Hits;
+use crate::stream::TunnelInfo;
 
 const OPENAI_DUMMY: &str = "sk-dummy-openai-0000";
 const OPENAI_REAL: &str = "sk-real-openai-AAAA1";
@@ -319,6 +325,266 @@ fn request_preparation() {
             }
         };
         assert_eq!(got, want, "{name}");
+    }
+}
+
+/// A tunnel as `connect` records it: the `CONNECT` target and the outer handshake's identity.
+fn tunnel(host: &str, port: u16, client: Option<&str>) -> TunnelInfo {
+    TunnelInfo {
+        host: host.to_owned(),
+        port,
+        identity: client.map(identity),
+    }
+}
+
+fn identity(name: &str) -> ClientIdentity {
+    ClientIdentity {
+        common_name: Some(name.to_owned()),
+        sans: Vec::new(),
+    }
+}
+
+/// `admit`, the whole `request_filter` decision, without a session: the request's head, the
+/// tunnel it came through, the connection's identity and whether it asks for an upgrade →
+/// the upstream it goes to (and who the client is), or the refusal.
+#[test]
+fn admission() {
+    let (_dir, policy) = policy();
+    let policy = Arc::new(policy);
+    #[derive(Debug, PartialEq)]
+    enum Admitted {
+        To(&'static str, Option<String>),
+        Refused(Reason),
+    }
+    use Admitted::{Refused, To};
+    let bearer = |v: &str| format!("Bearer {v}");
+    // (story, method, URI, Host, headers, tunnel, connection identity, upgrade, outcome)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(&'static str, String)>,
+        Option<TunnelInfo>,
+        Option<&'static str>,
+        bool,
+        Admitted,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "gateway mode: the Host names the API",
+            "GET",
+            "/v1/models",
+            "api.openai.com",
+            vec![("authorization", bearer(OPENAI_DUMMY))],
+            None,
+            None,
+            false,
+            To("openai", None),
+        ),
+        (
+            "an absolute URI names it too",
+            "GET",
+            "https://api.openai.com/v1/models",
+            "api.openai.com",
+            vec![],
+            None,
+            None,
+            false,
+            To("openai", None),
+        ),
+        (
+            "a host with no route is refused before anything else",
+            "GET",
+            "/",
+            "evil.example",
+            vec![("authorization", bearer(OPENAI_DUMMY))],
+            None,
+            None,
+            false,
+            Refused(Reason::NoRoute),
+        ),
+        (
+            "a suffix of a routed name is not the name",
+            "GET",
+            "/",
+            "api.openai.com.evil.example",
+            vec![],
+            None,
+            None,
+            false,
+            Refused(Reason::NoRoute),
+        ),
+        (
+            "inside a tunnel, a request for the tunnel's host goes, as the tunnel's client",
+            "GET",
+            "/v1/models",
+            "api.openai.com",
+            vec![],
+            Some(tunnel("api.openai.com", 443, Some("agent-1"))),
+            None,
+            false,
+            To("openai", Some("agent-1".into())),
+        ),
+        (
+            "inside a tunnel, a request for another host is misdirected",
+            "GET",
+            "/user",
+            "api.github.com",
+            vec![("authorization", bearer(GITHUB_DUMMY))],
+            Some(tunnel("api.openai.com", 443, Some("agent-1"))),
+            None,
+            false,
+            Refused(Reason::MisdirectedRequest),
+        ),
+        (
+            "inside a tunnel, another port of the tunnel's host is misdirected",
+            "GET",
+            "/",
+            "api.openai.com:8443",
+            vec![],
+            Some(tunnel("api.openai.com", 443, None)),
+            None,
+            false,
+            Refused(Reason::MisdirectedRequest),
+        ),
+        (
+            "a route limited to clients refuses a connection without a certificate",
+            "GET",
+            "/admin/users",
+            "api.github.com",
+            vec![],
+            None,
+            None,
+            false,
+            Refused(Reason::ClientNotAllowed),
+        ),
+        (
+            "... and a client not on its list",
+            "GET",
+            "/admin/users",
+            "api.github.com",
+            vec![],
+            None,
+            Some("agent-1"),
+            false,
+            Refused(Reason::ClientNotAllowed),
+        ),
+        (
+            "... and admits one on it",
+            "GET",
+            "/admin/users",
+            "api.github.com",
+            vec![],
+            None,
+            Some("ops"),
+            false,
+            To("github", Some("ops".into())),
+        ),
+        (
+            "inside a tunnel the list is checked against the tunnel's client",
+            "GET",
+            "/admin/users",
+            "api.github.com",
+            vec![],
+            Some(tunnel("api.github.com", 443, Some("agent-1"))),
+            Some("ops"),
+            false,
+            Refused(Reason::ClientNotAllowed),
+        ),
+        (
+            "an upgrade on a route without `websocket: true` is refused",
+            "GET",
+            "/v1/realtime",
+            "api.openai.com",
+            vec![
+                ("upgrade", "websocket".into()),
+                ("connection", "upgrade".into()),
+            ],
+            None,
+            None,
+            true,
+            Refused(Reason::UpgradeNotAllowed),
+        ),
+        (
+            "a swap outside the credential's `allow` rules is refused",
+            "POST",
+            "/user",
+            "api.github.com",
+            vec![("authorization", bearer(GITHUB_DUMMY))],
+            None,
+            None,
+            false,
+            Refused(Reason::CredentialRuleDenied),
+        ),
+        (
+            "... while the same request without the dummy goes",
+            "POST",
+            "/user",
+            "api.github.com",
+            vec![],
+            None,
+            None,
+            false,
+            To("github", None),
+        ),
+        (
+            "a real value from the agent is refused at admission",
+            "GET",
+            "/",
+            "api.openai.com",
+            vec![("x-anything", OPENAI_REAL.into())],
+            None,
+            None,
+            false,
+            Refused(Reason::RealSecretFromAgent),
+        ),
+        (
+            "a dummy bound elsewhere is refused at admission",
+            "GET",
+            "/",
+            "maps.example",
+            vec![("authorization", bearer(OPENAI_DUMMY))],
+            None,
+            None,
+            false,
+            Refused(Reason::CredentialBoundElsewhere),
+        ),
+    ];
+    for (story, method, uri, host, headers, tunnel, client, upgrade, want) in cases {
+        let mut req = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+        req.insert_header("host", host).unwrap();
+        for (n, v) in &headers {
+            req.append_header(n.to_string(), v.as_str()).unwrap();
+        }
+        let mut ctx = Ctx::new(Arc::clone(&policy));
+        ctx.identity = client.map(identity);
+        let incoming = Incoming {
+            req: &req,
+            tunnel: tunnel.as_ref(),
+            upgrade,
+        };
+        let got = match admit(incoming, &mut ctx) {
+            Err(refusal) => Refused(refusal.reason),
+            Ok(pending) => {
+                assert!(pending.is_none(), "{story}: no AWS upstream here");
+                assert!(ctx.prepared.is_some(), "{story}: admitted but not prepared");
+                let upstream = ctx.upstream.and_then(|u| policy.config.upstream(u));
+                To(
+                    upstream.map_or("?", |u| match u.name.as_str() {
+                        "openai" => "openai",
+                        "github" => "github",
+                        "maps" => "maps",
+                        _ => "?",
+                    }),
+                    ctx.identity
+                        .as_ref()
+                        .and_then(|i| i.name())
+                        .map(str::to_owned),
+                )
+            }
+        };
+        assert_eq!(got, want, "{story}");
     }
 }
 

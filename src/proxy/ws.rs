@@ -129,7 +129,6 @@ pub(super) fn start_request(ctx: &mut Ctx, upstream: UpstreamId) -> Result<()> {
         Arc::clone(&set.rewriter),
     ));
     streams.up_rules = Some(set);
-    ctx.request_body = None;
     Ok(())
 }
 
@@ -253,7 +252,7 @@ fn refusal(
     };
     match e {
         WsError::Refused(r) if dir == Direction::ToUpstream => match rules {
-            Some(set) => policy.request_refusal(upstream.unwrap_or(UpstreamId(usize::MAX)), set, r),
+            Some(set) => policy.request_refusal(upstream, set, r),
             None => Refusal::new(500, Reason::Internal, "no rules for the agent's frames"),
         },
         // The response rewriter has no refusing rules; failing is the safe answer if it did.
