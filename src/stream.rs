@@ -8,6 +8,11 @@
 //! system call and a TCP segment), which is right while a response streams but wasteful once the
 //! rest of it is in hand. When the proxy knows that (see [`PrefixStream::coalesce_to_end`]),
 //! flushes are deferred until the last chunk (`0\r\n\r\n`) has been written.
+//! That is what makes the difference on a plain listener (a three-chunk response: three
+//! `sendto` calls without it, one with it). Over TLS — an mTLS listener, or the decrypted
+//! stream of a tunnel, where this stream sits above the TLS layer — the same response already
+//! leaves in one `sendto` with or without it (measured with `strace`): the deferred flush costs
+//! nothing there and is kept for one code path.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
