@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::pki::ClientIdentity;
-use crate::refusal::Reason;
+use crate::refusal::{Limit, Reason};
 
 static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -97,7 +97,7 @@ pub fn log_tunnel_refusal(host: &str, identity: Option<&ClientIdentity>, reason:
 
 /// Writes the audit line for a connection or request head refused by a gateway-wide limit
 /// (`limit`, one of [`crate::metrics::LIMITS`]) before the proxy saw a request.
-pub fn log_overload_refusal(identity: Option<&ClientIdentity>, status: u16, limit: &str) {
+pub fn log_overload_refusal(identity: Option<&ClientIdentity>, status: u16, limit: Limit) {
     emit(&serde_json::json!({
         "time": now(),
         "request_id": REQUEST_ID.fetch_add(1, Ordering::Relaxed),
@@ -115,7 +115,7 @@ pub fn log_overload_refusal(identity: Option<&ClientIdentity>, status: u16, limi
 /// Writes the audit line for a client limit that refused or slowed something: the client's
 /// key (certificate name, or source address on a plain listener), the limit, and how many hits
 /// this line stands for (lines are written at most once a second per client).
-pub fn log_limited(client: &str, limit: &str, hits: u64) {
+pub fn log_limited(client: &str, limit: Limit, hits: u64) {
     emit(&serde_json::json!({
         "time": now(),
         "limited": limit,

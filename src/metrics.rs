@@ -9,8 +9,8 @@
 //! | `slapenir_body_bytes_total` | counter | `direction` (`in`: from the agent, `out`: to the agent) | body bytes |
 //! | `slapenir_replacements_total` | counter | `credential`, `client` (the configured client identity whose value was swapped in, for credentials with values per client; empty otherwise and for responses), `direction` (`request`: dummy→real, `response`: real→dummy) | credential swaps |
 //! | `slapenir_misplaced_dummies_total` | counter | `credential` | dummies found in a request to one of the credential's upstreams outside the places it is swapped in (`swap_in`), forwarded unchanged |
-//! | `slapenir_limited_total` | counter | `client`, `limit` | connections and requests refused (429/503), shed or slowed by a limit; `client` is a configured identity, `other`, or `gateway` for the gateway-wide limits; `limit` is one of `LIMITS` |
-//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; reasons: `no_route`, `credential_bound_elsewhere`, `credential_unavailable`, `client_not_allowed`, `upgrade_not_allowed`, `compressed_body_refused`, `decode_budget_exceeded`, `unsolicited_upgrade` (a `101` to a request that asked for no upgrade), `mtls_failure`, `bad_request`, `connect_unsupported`, `placeholder_in_header_name`, `credential_not_for_client` (a credential with values per client identity, used by a client without one), `credential_rule_denied` (a swap outside the credential's `allow` rules), `real_secret_from_agent` (a real value, in any encoding, sent by the agent), `misdirected_request` (a request inside a tunnel for another host), `tunnel_handshake_failed` (TLS inside a tunnel refused, e.g. SNI not the tunnel's host), `aws_signature_invalid` (an AWS signature, key id, session token, body hash or time that does not check out), `aws_signature_malformed`, `aws_signing_unsupported` (chunk-signed uploads, SigV4a, SigV2), `aws_signed_body_too_large`, `aws_secret_key_sent` (an AWS dummy secret key sent anywhere), `aws_misconfigured`, `websocket_handshake_refused` (a `101` that is not a plain WebSocket: another protocol, or an extension such as compression), `websocket_protocol_error` (frames the gateway cannot scan or that break RFC 6455, on an upgraded connection), `upstream_busy` (`503`: the upstream's `max_connections` stayed in use for its `connect_timeout`), `other` |
+//! | `slapenir_limited_total` | counter | `client`, `limit` | connections and requests refused (429/503), shed or slowed by a limit; `client` is a configured identity, `other`, or `gateway` for the gateway-wide limits; `limit` is one of `refusal::Limit` |
+//! | `slapenir_refusals_total` | counter | `reason` | refused requests or connections; `reason` is one of `refusal::Reason`, each with its meaning in `docs/api.md` |
 //! | `slapenir_upstream_duration_seconds` | histogram | `upstream` | time from choosing the upstream to its response header (connect, TLS, request, upstream's think time) |
 //! | `slapenir_upstream_errors_total` | counter | `upstream`, `kind` (`connect`, `tls`, `timeout`, `other`) | failed upstream connections or exchanges |
 //! | `slapenir_certificate_expiry_timestamp_seconds` | gauge | `listener` | notAfter of the listener's server certificate (unix time), updated on reload |
@@ -33,38 +33,7 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
-use crate::refusal::Reason;
-
-/// Every limit a request or connection can hit: a closed list, so the label set stays bounded.
-/// Per client: `connections`, `tunnels`, `requests_per_second`, `streams`,
-/// `body_bytes_per_second`. The gateway's: `total_connections`, `file_descriptors`,
-/// `header_bytes`, `headers`, `idle_timeout`, `head_timeout`, `body_idle_timeout`,
-/// `request_timeout`, `send_timeout`.
-pub const LIMITS: &[&str] = &[
-    "connections",
-    "tunnels",
-    "requests_per_second",
-    "streams",
-    "body_bytes_per_second",
-    "total_connections",
-    "file_descriptors",
-    "header_bytes",
-    "headers",
-    "idle_timeout",
-    "head_timeout",
-    "body_idle_timeout",
-    "request_timeout",
-    "send_timeout",
-];
-
-/// The limits of [`LIMITS`] that are per client (the rest are the gateway's own).
-const PER_CLIENT: &[&str] = &[
-    "connections",
-    "tunnels",
-    "requests_per_second",
-    "streams",
-    "body_bytes_per_second",
-];
+use crate::refusal::{Limit, Reason};
 
 #[allow(clippy::expect_used)] // registration of static, well-formed metrics cannot fail
 mod defs {
@@ -177,7 +146,7 @@ mod defs {
     pub static LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "slapenir_limited_total",
-            "Connections and requests refused, shed or slowed by a limit, by client (a configured identity, or `other`; `gateway` for the gateway's own limits) and limit (see `LIMITS`).",
+            "Connections and requests refused, shed or slowed by a limit, by client (a configured identity, or `other`; `gateway` for the gateway's own limits) and limit (see `refusal::Limit`).",
             &["client", "limit"]
         )
         .expect("register slapenir_limited_total")
@@ -228,8 +197,8 @@ pub fn init() {
         defs::REFUSALS.with_label_values(&[r.as_str()]);
     }
     // The gateway's own limits appear at zero from the start (client labels appear with use).
-    for l in LIMITS.iter().filter(|l| !PER_CLIENT.contains(l)) {
-        defs::LIMITED.with_label_values(&["gateway", l]);
+    for l in Limit::GATEWAY {
+        defs::LIMITED.with_label_values(&["gateway", l.as_str()]);
     }
     LazyLock::force(&defs::IN_FLIGHT);
     LazyLock::force(&defs::UPSTREAM_DURATION);
@@ -344,7 +313,7 @@ pub fn misplaced(credential: &str, n: u64) {
     defs::MISPLACED.with_label_values(&[credential]).inc_by(n);
 }
 
-/// Counts a refusal; unknown reasons are counted as `other` to keep the label set closed.
+/// Counts a refusal (its label is one of `Reason`'s closed list).
 pub fn refusal(reason: Reason) {
     defs::REFUSALS.with_label_values(&[reason.as_str()]).inc();
 }
@@ -354,15 +323,11 @@ pub fn mtls_failure() {
     refusal(Reason::MtlsFailure);
 }
 
-/// Counts a limit hit by `client` (a label from `crate::limits::client_label`, or `gateway`);
-/// unknown limit names are counted as `other`.
-pub fn limited(client: &str, limit: &str) {
-    let l = LIMITS
-        .iter()
-        .find(|l| **l == limit)
-        .copied()
-        .unwrap_or("other");
-    defs::LIMITED.with_label_values(&[client, l]).inc();
+/// Counts a limit hit by `client` (a label from `crate::limits::client_label`, or `gateway`).
+pub fn limited(client: &str, limit: Limit) {
+    defs::LIMITED
+        .with_label_values(&[client, limit.as_str()])
+        .inc();
 }
 
 /// A request started / ended.
@@ -496,7 +461,7 @@ mod tests {
             let series = format!("slapenir_refusals_total{{reason=\"{r}\"}} ");
             assert!(text.contains(&series), "{series} missing from /metrics");
         }
-        for l in LIMITS.iter().filter(|l| !PER_CLIENT.contains(l)) {
+        for l in Limit::GATEWAY {
             let series = format!("slapenir_limited_total{{client=\"gateway\",limit=\"{l}\"}} ");
             assert!(text.contains(&series), "{series} missing from /metrics");
         }

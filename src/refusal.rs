@@ -1,6 +1,7 @@
 //! Why the gateway refused something: the closed list of reasons ([`Reason`]) that the
-//! refusal metric, the audit log, the `X-Slapenir-Refusal` header and `docs/api.md` share, and
-//! the answer a refused request gets ([`Refusal`]).
+//! refusal metric, the audit log, the `X-Slapenir-Refusal` header and `docs/api.md` share, the
+//! closed list of limits ([`Limit`]) that the limit metric, the audit log and the
+//! `X-Slapenir-Limit` header share, and the answer a refused request gets ([`Refusal`]).
 
 /// Declares [`Reason`] from one list: each variant and its label.
 macro_rules! reasons {
@@ -61,6 +62,73 @@ reasons! {
     Internal => "internal",
 }
 
+/// Declares [`Limit`] from one list: the per-client limits, then the gateway's own, each with
+/// its label.
+macro_rules! limits {
+    (
+        per_client: [$($client:ident => $client_label:literal,)*]
+        gateway: [$($gateway:ident => $gateway_label:literal,)*]
+    ) => {
+        /// A limit a connection or a request hit: the names of `limits:` in the config. Every
+        /// gateway-wide limit's metric series exists from the start (a test checks it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Limit {
+            $($client,)*
+            $($gateway,)*
+        }
+
+        impl Limit {
+            /// Every limit, per client first.
+            pub const ALL: &'static [Limit] = &[$(Limit::$client,)* $(Limit::$gateway,)*];
+            /// The limits each client identity has its own of (`limits.per_client`).
+            pub const PER_CLIENT: &'static [Limit] = &[$(Limit::$client,)*];
+            /// The gateway's own limits, shared by every client.
+            pub const GATEWAY: &'static [Limit] = &[$(Limit::$gateway,)*];
+
+            /// The label: the config key, a metric label value, an audit field, a header value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Limit::$client => $client_label,)*
+                    $(Limit::$gateway => $gateway_label,)*
+                }
+            }
+        }
+    };
+}
+
+limits! {
+    per_client: [
+    Connections => "connections",
+    Tunnels => "tunnels",
+    RequestsPerSecond => "requests_per_second",
+    Streams => "streams",
+    BodyBytesPerSecond => "body_bytes_per_second",
+    ]
+    gateway: [
+    TotalConnections => "total_connections",
+    FileDescriptors => "file_descriptors",
+    HeaderBytes => "header_bytes",
+    Headers => "headers",
+    IdleTimeout => "idle_timeout",
+    HeadTimeout => "head_timeout",
+    BodyIdleTimeout => "body_idle_timeout",
+    RequestTimeout => "request_timeout",
+    SendTimeout => "send_timeout",
+    ]
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -109,5 +177,20 @@ mod tests {
                 "docs/api.md does not name `{r}`"
             );
         }
+    }
+
+    #[test]
+    fn every_limit_has_its_row_in_the_api_docs() {
+        let docs = include_str!("../docs/api.md");
+        for l in Limit::ALL {
+            assert!(
+                docs.contains(&format!("| `{l}` |")),
+                "docs/api.md has no row for limit `{l}`"
+            );
+        }
+        assert_eq!(
+            Limit::PER_CLIENT.len() + Limit::GATEWAY.len(),
+            Limit::ALL.len()
+        );
     }
 }

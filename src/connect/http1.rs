@@ -22,11 +22,11 @@ use crate::limits::overload::{GATEWAY, RETRY_AFTER};
 use crate::pki::ClientIdentity;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
-use crate::refusal::Reason;
+use crate::refusal::{Limit, Reason};
 use crate::stream::PrefixStream;
 
 /// Answers a connection refused by [`crate::limits::overload::admit`] with `503` and closes it.
-pub async fn shed(mut stream: Stream, limit: &'static str) {
+pub async fn shed(mut stream: Stream, limit: Limit) {
     let identity = identity(&stream);
     crate::metrics::limited(GATEWAY, limit);
     crate::metrics::refusal(Reason::Overloaded);
@@ -120,9 +120,9 @@ pub async fn head_expired(
     deadline: Option<tokio::time::Instant>,
 ) -> Option<Stream> {
     if deadline.is_none() {
-        crate::metrics::limited(GATEWAY, "idle_timeout");
+        crate::metrics::limited(GATEWAY, Limit::IdleTimeout);
     } else {
-        refuse_head(&mut stream, 408, "head_timeout").await;
+        refuse_head(&mut stream, 408, Limit::HeadTimeout).await;
     }
     None
 }
@@ -159,7 +159,7 @@ enum NoHead {
     /// The client closed, or sent nothing within `idle_timeout`.
     Closed,
     /// A limit was hit: answer `status`, count `limit`.
-    Refused { status: u16, limit: &'static str },
+    Refused { status: u16, limit: Limit },
 }
 
 /// Serves HTTP/1 requests on `stream` (an agent connection, or a tunnel's decrypted stream)
@@ -220,7 +220,7 @@ fn into_prefix(stream: Stream) -> Option<Box<PrefixStream>> {
     }
 }
 
-async fn refuse_head(stream: &mut Stream, status: u16, limit: &'static str) {
+async fn refuse_head(stream: &mut Stream, status: u16, limit: Limit) {
     crate::metrics::limited(GATEWAY, limit);
     let (reason, message) = if status == 431 {
         (
@@ -262,7 +262,7 @@ async fn read_head<S: AsyncRead + Unpin>(
     };
     match first {
         Err(_) => {
-            crate::metrics::limited(GATEWAY, "idle_timeout");
+            crate::metrics::limited(GATEWAY, Limit::IdleTimeout);
             return Err(NoHead::Closed);
         }
         Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Closed),
@@ -275,14 +275,14 @@ async fn read_head<S: AsyncRead + Unpin>(
         if scan.headers() > l.headers {
             return Err(NoHead::Refused {
                 status: 431,
-                limit: "headers",
+                limit: Limit::Headers,
             });
         }
         match done {
             Some(len) if len > l.header_bytes => {
                 return Err(NoHead::Refused {
                     status: 431,
-                    limit: "header_bytes",
+                    limit: Limit::HeaderBytes,
                 })
             }
             // Pingora parses it (and answers a malformed one).
@@ -292,7 +292,7 @@ async fn read_head<S: AsyncRead + Unpin>(
         if buf.len() > l.header_bytes {
             return Err(NoHead::Refused {
                 status: 431,
-                limit: "header_bytes",
+                limit: Limit::HeaderBytes,
             });
         }
         let more = (room - buf.len()) as u64;
@@ -301,7 +301,7 @@ async fn read_head<S: AsyncRead + Unpin>(
             Err(_) => {
                 return Err(NoHead::Refused {
                     status: 408,
-                    limit: "head_timeout",
+                    limit: Limit::HeadTimeout,
                 })
             }
             Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Closed),
@@ -382,13 +382,13 @@ mod tests {
             ("small head", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")),
             ("head with body bytes", b"POST / HTTP/1.1\r\nHost: a\r\n\r\nxy", Ok(b"POST / HTTP/1.1\r\nHost: a\r\n\r\nxy")),
             ("bare LF", b"GET / HTTP/1.1\nHost: a\n\n", Ok(b"GET / HTTP/1.1\nHost: a\n\n")),
-            ("too many headers", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n", Err(NoHead::Refused { status: 431, limit: "headers" })),
-            ("one huge header", b"GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", Err(NoHead::Refused { status: 431, limit: "header_bytes" })),
+            ("too many headers", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n", Err(NoHead::Refused { status: 431, limit: Limit::Headers })),
+            ("one huge header", b"GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", Err(NoHead::Refused { status: 431, limit: Limit::HeaderBytes })),
             ("closed mid-head", b"GET / HTTP/1.1\r\n", Err(NoHead::Closed)),
             ("closed at once", b"", Err(NoHead::Closed)),
             ("empty lines first", b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")),
             ("empty lines, then closed", b"\r\n\r\n\n", Err(NoHead::Closed)),
-            ("too many headers, head not ended", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n", Err(NoHead::Refused { status: 431, limit: "headers" })),
+            ("too many headers, head not ended", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n", Err(NoHead::Refused { status: 431, limit: Limit::Headers })),
             ("as many headers as allowed", b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\n\r\n", Ok(b"GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\n\r\n")),
         ];
         for (name, input, want) in cases {

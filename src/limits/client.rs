@@ -22,6 +22,7 @@ use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 use std::sync::LazyLock;
 
+use super::Limit;
 use crate::config::limits::{ClientLimits, Limits};
 use crate::pki::ClientIdentity;
 use crate::policy::Policy;
@@ -54,12 +55,12 @@ pub enum Counter {
 }
 
 impl Counter {
-    /// The limit's name (see [`super::LIMITS`]).
-    pub fn limit(self) -> &'static str {
+    /// The limit it counts under.
+    pub fn limit(self) -> Limit {
         match self {
-            Counter::Connections => "connections",
-            Counter::Tunnels => "tunnels",
-            Counter::Streams => "streams",
+            Counter::Connections => Limit::Connections,
+            Counter::Tunnels => Limit::Tunnels,
+            Counter::Streams => Limit::Streams,
         }
     }
 
@@ -249,8 +250,8 @@ fn peek(key: &str) -> Option<Arc<ClientState>> {
 /// A limit that refused a connection or a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
-    /// The limit's name (see [`super::LIMITS`]).
-    pub limit: &'static str,
+    /// Which limit.
+    pub limit: Limit,
     /// Whole seconds after which a retry may succeed (at least 1).
     pub retry_after: u64,
     /// When the refusal is answered: the tarpit (see [`TARPIT_RELEASES_PER_SECOND`]).
@@ -258,7 +259,7 @@ pub struct Limited {
 }
 
 impl Limited {
-    fn new(limit: &'static str, wait: Duration, answer_at: Instant) -> Limited {
+    fn new(limit: Limit, wait: Duration, answer_at: Instant) -> Limited {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Limited {
             limit,
@@ -270,16 +271,16 @@ impl Limited {
     /// The answer's body: what the client is told (no secret, no address).
     pub fn body(&self) -> &'static str {
         match self.limit {
-            "connections" => {
+            Limit::Connections => {
                 "slapenir: too many connections from this client (limit `connections`)\n"
             }
-            "tunnels" => {
+            Limit::Tunnels => {
                 "slapenir: too many CONNECT tunnels open from this client (limit `tunnels`)\n"
             }
-            "requests_per_second" => {
+            Limit::RequestsPerSecond => {
                 "slapenir: too many requests from this client (limit `requests_per_second`)\n"
             }
-            "streams" => {
+            Limit::Streams => {
                 "slapenir: too many responses streaming to this client at once (limit `streams`)\n"
             }
             _ => "slapenir: a limit of this client was reached\n",
@@ -292,7 +293,7 @@ fn refused(
     state: &ClientState,
     key: &str,
     policy: &Policy,
-    limit: &'static str,
+    limit: Limit,
     wait: Duration,
 ) -> Limited {
     hit(state, key, policy, limit);
@@ -301,7 +302,7 @@ fn refused(
 }
 
 /// Counts a hit: the metric, and an audit line at most once a second per client.
-fn hit(state: &ClientState, key: &str, policy: &Policy, limit: &'static str) {
+fn hit(state: &ClientState, key: &str, policy: &Policy, limit: Limit) {
     let label = super::client_label(key, &policy.config.limits, &policy.clients);
     crate::metrics::limited(label, limit);
     if let Some(hits) = state.with_timed(audit_due) {
@@ -349,7 +350,13 @@ pub fn admit_connection(
             state,
             _hold: h,
         }),
-        None => Err(refused(&state, &key, policy, "connections", Duration::ZERO)),
+        None => Err(refused(
+            &state,
+            &key,
+            policy,
+            Limit::Connections,
+            Duration::ZERO,
+        )),
     }
 }
 
@@ -360,8 +367,15 @@ impl ConnectionUse {
     /// [`Limited`] (`tunnels`) when the client already holds its limit.
     pub fn open_tunnel(&self, policy: &Policy) -> Result<Hold, Limited> {
         let max = Counter::Tunnels.max(policy.config.limits.for_client(&self.key));
-        hold(&self.state, Counter::Tunnels, max)
-            .ok_or_else(|| refused(&self.state, &self.key, policy, "tunnels", Duration::ZERO))
+        hold(&self.state, Counter::Tunnels, max).ok_or_else(|| {
+            refused(
+                &self.state,
+                &self.key,
+                policy,
+                Limit::Tunnels,
+                Duration::ZERO,
+            )
+        })
     }
 }
 
@@ -369,7 +383,7 @@ impl ConnectionUse {
 /// connection closed: built once, so a flood of refusals costs no formatting.
 pub fn refusal_bytes(limited: &Limited) -> &'static [u8] {
     match limited.limit {
-        "tunnels" => TUNNELS_ANSWER,
+        Limit::Tunnels => TUNNELS_ANSWER,
         _ => CONNECTIONS_ANSWER,
     }
 }
@@ -452,19 +466,37 @@ impl RequestUse {
         let key = super::client_key(identity, peer, limits);
         let state = state(&key);
         if over_limit {
-            return Err(refused(&state, &key, policy, "connections", Duration::ZERO));
+            return Err(refused(
+                &state,
+                &key,
+                policy,
+                Limit::Connections,
+                Duration::ZERO,
+            ));
         }
         let l = limits.for_client(&key);
         if let Some(rate) = l.requests_per_second {
             let burst = f64::from(l.burst.max(1));
             if let Err(wait) = state.with_timed(|t, now| t.requests.take(rate, burst, now)) {
-                return Err(refused(&state, &key, policy, "requests_per_second", wait));
+                return Err(refused(
+                    &state,
+                    &key,
+                    policy,
+                    Limit::RequestsPerSecond,
+                    wait,
+                ));
             }
         }
         match hold(&state, Counter::Streams, l.streams) {
             Some(h) => self.stream = Some(h),
             None => {
-                return Err(refused(&state, &key, policy, "streams", Duration::ZERO));
+                return Err(refused(
+                    &state,
+                    &key,
+                    policy,
+                    Limit::Streams,
+                    Duration::ZERO,
+                ));
             }
         }
         self.client = Some((state, key.into_owned().into_boxed_str()));
@@ -484,7 +516,7 @@ impl RequestUse {
         let wait = state.with_timed(|t, now| t.body.spend(rate as f64, bytes as f64, now));
         if !wait.is_zero() && !self.paced {
             self.paced = true;
-            hit(state, key, policy, "body_bytes_per_second");
+            hit(state, key, policy, Limit::BodyBytesPerSecond);
         }
         wait
     }

@@ -38,7 +38,10 @@ fn the_bucket_allows_a_burst_then_the_rate() {
     let wait = b
         .take(2.0, 3.0, t0 + Duration::from_millis(500))
         .unwrap_err();
-    assert_eq!(Limited::new("requests_per_second", wait, t0).retry_after, 1);
+    assert_eq!(
+        Limited::new(Limit::RequestsPerSecond, wait, t0).retry_after,
+        1
+    );
     let slow = Bucket::default().take(0.1, 1.0, t0).and_then(|()| {
         let mut b = Bucket {
             tokens: 0.0,
@@ -47,7 +50,7 @@ fn the_bucket_allows_a_burst_then_the_rate() {
         b.take(0.1, 1.0, t0)
     });
     assert_eq!(
-        Limited::new("requests_per_second", slow.unwrap_err(), t0).retry_after,
+        Limited::new(Limit::RequestsPerSecond, slow.unwrap_err(), t0).retry_after,
         10,
         "whole seconds until a token is back"
     );
@@ -90,7 +93,7 @@ fn pacing_shares_one_rate_between_spenders() {
 
 #[test]
 fn static_answers_have_their_lengths() {
-    for limit in ["connections", "tunnels"] {
+    for limit in [Limit::Connections, Limit::Tunnels] {
         let limited = Limited::new(limit, Duration::ZERO, Instant::now());
         let text = std::str::from_utf8(refusal_bytes(&limited)).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();

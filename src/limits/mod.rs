@@ -1,5 +1,5 @@
-//! Limits at run time: who a client is for its limits ([`client_key`]), the closed list of limit
-//! names that metrics and audit lines share ([`LIMITS`], kept with the metrics), and the metric label a client is
+//! Limits at run time: who a client is for its limits ([`client_key`]), the closed list of limits
+//! that metrics and audit lines share ([`Limit`], kept with the refusal reasons), and the metric label a client is
 //! counted under ([`client_label`]). The numbers come from `crate::config::limits`; per-client
 //! enforcement (what each client holds now, its buckets) is in [`client`].
 
@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use crate::config::limits::Limits;
 use crate::pki::ClientIdentity;
 
-pub use crate::metrics::LIMITS;
+pub use crate::refusal::Limit;
 
 /// The name a client's limits are kept under: the first of its certificate's names (common name,
 /// then SANs) that `limits.clients` names; else its common name or first SAN; else, on a

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::config::limits::Limits;
 use crate::policy::Policy;
-use crate::refusal::{Reason, Refusal};
+use crate::refusal::{Limit, Reason, Refusal};
 
 /// The metric label of gateway-wide limits.
 pub const GATEWAY: &str = "gateway";
@@ -138,8 +138,8 @@ impl Drop for Admitted {
 /// (`total_connections`, `file_descriptors`).
 ///
 /// # Errors
-/// The limit's name; the connection is not counted.
-pub fn admit(policy: &ArcSwap<Policy>) -> Result<Admitted, &'static str> {
+/// The limit it hit; the connection is not counted.
+pub fn admit(policy: &ArcSwap<Policy>) -> Result<Admitted, Limit> {
     let (connections, reserve) = {
         let p = policy.load();
         (
@@ -150,14 +150,14 @@ pub fn admit(policy: &ArcSwap<Policy>) -> Result<Admitted, &'static str> {
     let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
     let admitted = Admitted(());
     if open > connections {
-        return Err("total_connections");
+        return Err(Limit::TotalConnections);
     }
     if FDS_LIMIT
         .load(Ordering::Relaxed)
         .saturating_sub(fds_in_use())
         < reserve
     {
-        return Err("file_descriptors");
+        return Err(Limit::FileDescriptors);
     }
     Ok(admitted)
 }
@@ -205,9 +205,9 @@ pub fn on_request(session: &mut Session, limits: &Limits) -> Result<(), Refusal>
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     let limit = if count > limits.headers as usize {
-        "headers"
+        Limit::Headers
     } else if bytes as u64 > limits.header_bytes {
-        "header_bytes"
+        Limit::HeaderBytes
     } else {
         return Ok(());
     };
@@ -229,7 +229,7 @@ pub fn body_deadline(started: Instant, limits: &Limits) -> pingora::Result<()> {
     if started.elapsed() <= limits.request_timeout {
         return Ok(());
     }
-    crate::metrics::limited(GATEWAY, "request_timeout");
+    crate::metrics::limited(GATEWAY, Limit::RequestTimeout);
     crate::metrics::refusal(Reason::RequestTimeout);
     Error::e_explain(ErrorType::HTTPStatus(408), "request_timeout")
 }
@@ -242,8 +242,8 @@ pub fn count_error(e: Option<&Error>) {
         return;
     }
     match e.etype() {
-        ErrorType::ReadTimedout => crate::metrics::limited(GATEWAY, "body_idle_timeout"),
-        ErrorType::WriteTimedout => crate::metrics::limited(GATEWAY, "send_timeout"),
+        ErrorType::ReadTimedout => crate::metrics::limited(GATEWAY, Limit::BodyIdleTimeout),
+        ErrorType::WriteTimedout => crate::metrics::limited(GATEWAY, Limit::SendTimeout),
         _ => {}
     }
 }

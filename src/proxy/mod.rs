@@ -581,7 +581,7 @@ async fn respond_limited(session: &mut Session, limited: &Limited) {
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len());
     let _ = resp.insert_header(http::header::RETRY_AFTER, limited.retry_after);
     let _ = resp.insert_header("x-slapenir-refusal", "client_limit");
-    let _ = resp.insert_header("x-slapenir-limit", limited.limit);
+    let _ = resp.insert_header("x-slapenir-limit", limited.limit.as_str());
     if session
         .write_response_header(Box::new(resp), false)
         .await
