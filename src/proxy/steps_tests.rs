@@ -588,6 +588,141 @@ fn admission() {
     }
 }
 
+const AWS_DUMMY_KEY_ID: &str = "AKIADUMMY0000000001";
+const AWS_DUMMY_SECRET: &str = "dummy-secret-key-do-not-use";
+const AWS_REAL_KEY_ID: &str = "AKIAREALKEY00000001";
+const AWS_REAL_SECRET: &str = "real-secret-key-AAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// A policy with one AWS key pair bound to `s3.test`.
+fn aws_policy() -> (tempfile::TempDir, Policy) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("akid"), AWS_REAL_KEY_ID).unwrap();
+    std::fs::write(d.join("secret"), AWS_REAL_SECRET).unwrap();
+    let yaml = format!(
+        r#"
+listeners:
+  - name: agents
+    address: 127.0.0.1:0
+upstreams:
+  s3:
+    url: https://s3.test
+credentials:
+  aws-main:
+    kind: aws
+    access_key_id: {{ dummy: {AWS_DUMMY_KEY_ID}, real: {{ file: {akid} }} }}
+    secret_access_key: {{ dummy: {AWS_DUMMY_SECRET}, real: {{ file: {secret} }} }}
+    upstreams: [s3]
+routes:
+  - host: s3.test
+    upstream: s3
+"#,
+        akid = d.join("akid").display(),
+        secret = d.join("secret").display(),
+    );
+    let loaded = Config::from_source(&yaml, "aws.yaml", d).unwrap_or_else(|e| panic!("{e}"));
+    let policy = Policy::compile(loaded.config).unwrap_or_else(|e| panic!("policy: {e:?}"));
+    (dir, policy)
+}
+
+/// A `GET` of `s3.test` signed by the agent with the dummy key pair (`UNSIGNED-PAYLOAD`), over
+/// `extra` headers too, each listed in `SignedHeaders`.
+fn agent_signed_get(extra: &[(&str, &str)]) -> RequestHeader {
+    use crate::aws::sigv4;
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let amz_date: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let date = &amz_date[..8];
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), "s3.test".into()),
+        ("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()),
+        ("x-amz-date".into(), amz_date.clone()),
+    ];
+    headers.extend(
+        extra
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+    );
+    headers.sort();
+    let signed: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let view = sigv4::RequestView {
+        method: "GET",
+        path: b"/bucket/key",
+        query: b"",
+        headers: &pairs,
+    };
+    let canonical =
+        sigv4::canonical_request(&view, "s3", &signed, &sigv4::PayloadHash::Unsigned).unwrap();
+    let scope = sigv4::Scope {
+        access_key_id: AWS_DUMMY_KEY_ID.into(),
+        date: date.into(),
+        region: "us-east-1".into(),
+        service: "s3".into(),
+    };
+    let timestamp = sigv4::Timestamp::parse(amz_date.as_bytes()).unwrap();
+    let to_sign = sigv4::string_to_sign(&timestamp, &scope, &canonical);
+    let key = sigv4::signing_key(AWS_DUMMY_SECRET.as_bytes(), date, "us-east-1", "s3");
+    let signature = sigv4::to_hex(&sigv4::sign(&key, &to_sign));
+    let mut req = RequestHeader::build("GET", b"/bucket/key", None).unwrap();
+    for (n, v) in &headers {
+        req.append_header(n.clone(), v.as_str()).unwrap();
+    }
+    req.append_header(
+        "authorization",
+        format!(
+            "AWS4-HMAC-SHA256 Credential={AWS_DUMMY_KEY_ID}/{date}/us-east-1/s3/aws4_request, SignedHeaders={}, Signature={signature}",
+            signed.join(";")
+        ),
+    )
+    .unwrap();
+    req
+}
+
+/// An agent's AWS signature over a header the gateway never forwards (`proxy-connection`) is
+/// checked, but the request is not signed again without it: `400 aws_signature_malformed`,
+/// where the gateway would otherwise send the upstream a signature over a header it dropped.
+/// The same request without that header is signed again with the real key id.
+#[test]
+fn aws_signature_over_a_dropped_header_is_refused() {
+    let (_dir, policy) = aws_policy();
+    let policy = Arc::new(policy);
+    let upstream_request = |req: &RequestHeader| {
+        let mut ctx = Ctx::new(Arc::clone(&policy));
+        let incoming = Incoming {
+            req,
+            tunnel: None,
+            upgrade: false,
+        };
+        let pending = admit(incoming, &mut ctx)?;
+        assert!(pending.is_none(), "UNSIGNED-PAYLOAD needs no body");
+        let (u, prepared) = (ctx.upstream.unwrap(), ctx.prepared.as_ref().unwrap());
+        let mut out = req.clone();
+        request::apply_upstream(&policy, u, prepared, &mut out)?;
+        super::aws::sign_upstream(prepared.resign.as_ref().unwrap(), &mut out)?;
+        Ok::<_, crate::refusal::Refusal>(out)
+    };
+    let plain = upstream_request(&agent_signed_get(&[]))
+        .unwrap_or_else(|r| panic!("a plain signed GET is refused: {r:?}"));
+    let auth = plain
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        auth.contains(&format!("Credential={AWS_REAL_KEY_ID}/")),
+        "not signed again with the real key id"
+    );
+    assert!(!auth.contains(AWS_DUMMY_KEY_ID));
+    let refused = upstream_request(&agent_signed_get(&[("proxy-connection", "keep-alive")]))
+        .err()
+        .map(|r| (r.status, r.reason));
+    assert_eq!(refused, Some((400, Reason::AwsSignatureMalformed)));
+}
+
 #[test]
 fn response_head_scrub() {
     let (_dir, policy) = policy();
