@@ -1,4 +1,4 @@
-//! The `slapenir` command line: `run` (the default), `check`.
+//! The `slapenir` command line: `run` (the default), `check`, `pki init`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,38 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     slapenir::server::log_scrub::init();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check { admin } => match load(cli.config.as_ref()) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    eprintln!("warning: {w}");
-                }
-                let c = &loaded.config;
-                println!(
-                    "ok: {} listener(s), {} upstream(s), {} credential(s) ({} available), {} route(s)",
-                    c.listeners.len(),
-                    c.upstreams.len(),
-                    c.credentials.len(),
-                    c.credentials.iter().filter(|c| c.available()).count(),
-                    c.routes.len()
-                );
-                match admin.map(slapenir::server::admin::reload_plan) {
-                    None => ExitCode::SUCCESS,
-                    Some(Ok(plan)) => {
-                        println!("a reload of the running gateway would apply: {plan}");
-                        ExitCode::SUCCESS
-                    }
-                    Some(Err(e)) => {
-                        eprintln!("error: the running gateway: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} error(s)", errors.0.len());
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { admin } => check(cli.config.as_ref(), admin),
         Command::Pki {
             command:
                 PkiCommand::Init {
@@ -127,59 +96,102 @@ fn main() -> ExitCode {
                     leaf_validity,
                     agent,
                 },
-        } => {
-            let opts = slapenir::pki::InitOptions {
+        } => pki_init(
+            &dir,
+            slapenir::pki::InitOptions {
                 force,
                 keep_existing,
                 leaf_validity,
                 agent_name: agent,
-            };
-            match slapenir::pki::init(&dir, opts) {
-                Ok(report) => {
-                    println!("{report}");
-                    ExitCode::SUCCESS
+            },
+        ),
+        Command::Run => run(cli.config),
+    }
+}
+
+/// `check`: the config's summary or every error; with `--admin`, the running gateway's plan.
+fn check(config: Option<&PathBuf>, admin: Option<std::net::SocketAddr>) -> ExitCode {
+    let loaded = match load(config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s)", errors.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let c = &loaded.config;
+    println!(
+        "ok: {} listener(s), {} upstream(s), {} credential(s) ({} available), {} route(s)",
+        c.listeners.len(),
+        c.upstreams.len(),
+        c.credentials.len(),
+        c.credentials.iter().filter(|c| c.available()).count(),
+        c.routes.len()
+    );
+    match admin.map(slapenir::server::admin::reload_plan) {
+        None => ExitCode::SUCCESS,
+        Some(Ok(plan)) => {
+            println!("a reload of the running gateway would apply: {plan}");
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("error: the running gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pki init`: the development PKI, and what was written or kept.
+fn pki_init(dir: &std::path::Path, opts: slapenir::pki::InitOptions) -> ExitCode {
+    match slapenir::pki::init(dir, opts) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `run`: serve until `SIGTERM`; the embedded default first makes its development PKI.
+fn run(config: Option<PathBuf>) -> ExitCode {
+    if config.is_none() {
+        // The embedded default uses a development PKI in ./certs: create it once.
+        let opts = slapenir::pki::InitOptions {
+            keep_existing: true,
+            ..Default::default()
+        };
+        match slapenir::pki::init(std::path::Path::new(DEV_PKI_DIR), opts) {
+            Ok(report) => log::info!(
+                "development PKI in ./{DEV_PKI_DIR}: {}",
+                match report.outcome {
+                    slapenir::pki::Outcome::Written => "created",
+                    slapenir::pki::Outcome::Kept => "kept",
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+            ),
+            Err(e) => {
+                eprintln!("error: development PKI in ./{DEV_PKI_DIR}: {e}");
+                return ExitCode::FAILURE;
             }
         }
-        Command::Run => {
-            if cli.config.is_none() {
-                // The embedded default uses a development PKI in ./certs: create it once.
-                let opts = slapenir::pki::InitOptions {
-                    keep_existing: true,
-                    ..Default::default()
-                };
-                match slapenir::pki::init(std::path::Path::new(DEV_PKI_DIR), opts) {
-                    Ok(report) => log::info!(
-                        "development PKI in ./{DEV_PKI_DIR}: {}",
-                        match report.outcome {
-                            slapenir::pki::Outcome::Written => "created",
-                            slapenir::pki::Outcome::Kept => "kept",
-                        }
-                    ),
-                    Err(e) => {
-                        eprintln!("error: development PKI in ./{DEV_PKI_DIR}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            let loaded = match load(cli.config.as_ref()) {
-                Ok(l) => l,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match slapenir::server::run(loaded, cli.config.clone()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(msg) => {
-                    eprintln!("error: {msg}");
-                    ExitCode::FAILURE
-                }
-            }
+    }
+    let loaded = match load(config.as_ref()) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match slapenir::server::run(loaded, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
         }
     }
 }
