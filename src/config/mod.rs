@@ -140,6 +140,9 @@ pub struct Admin {
 pub struct Interception {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
+    /// The CA as loaded by validation (which proves it can sign): the server mints tunnel
+    /// leaves with this one rather than reading the files again.
+    pub minter: std::sync::Arc<crate::pki::mint::Minter>,
 }
 
 /// Which HTTP version the gateway speaks to an upstream.

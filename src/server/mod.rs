@@ -24,7 +24,6 @@ use crate::config::Loaded;
 use crate::connect::tls::ListenerTlsState;
 use crate::connect::GatewayApp;
 use crate::limits::client::Shutdown;
-use crate::pki::mint::Minter;
 use crate::policy::Policy;
 use crate::proxy::Gateway;
 use crate::server::admin::Admin;
@@ -52,12 +51,11 @@ pub fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<(), String> {
     }
     let listeners = loaded.config.listeners.clone();
     let admin = loaded.config.admin.clone();
-    let minter = match &loaded.config.interception {
-        Some(i) => Some(Arc::new(
-            Minter::load(&i.ca_cert, &i.ca_key).map_err(|e| format!("interception: {e}"))?,
-        )),
-        None => None,
-    };
+    let minter = loaded
+        .config
+        .interception
+        .as_ref()
+        .map(|i| Arc::clone(&i.minter));
     crate::limits::overload::raise_nofile();
     let h2_options = crate::limits::overload::h2_options(&loaded.config.limits);
     let h2_server = crate::limits::overload::h2_server_options(&loaded.config.limits);

@@ -211,11 +211,18 @@ pub(super) fn check_interception(
     let ca_key = resolve(base, &raw.ca_key);
     let ok = read_certs(r, &p.key("ca_cert"), &ca_cert).is_some()
         & check_key_file(r, &p.key("ca_key"), &ca_key);
-    if ok {
-        if let Err(e) = crate::pki::mint::Minter::load(&ca_cert, &ca_key) {
+    if !ok {
+        return None;
+    }
+    match crate::pki::mint::Minter::load(&ca_cert, &ca_key) {
+        Ok(minter) => Some(Interception {
+            ca_cert,
+            ca_key,
+            minter: std::sync::Arc::new(minter),
+        }),
+        Err(e) => {
             r.error(&p, format!("the interception CA cannot sign: {e}"));
-            return None;
+            None
         }
     }
-    ok.then_some(Interception { ca_cert, ca_key })
 }
