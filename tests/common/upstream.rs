@@ -435,8 +435,8 @@ pub fn reversed(name: &str, text: &str) -> String {
 ///
 /// If `every` is non-zero and shorter than the needle.
 pub fn big_body(bytes: u64, needle: &[u8], every: u64) -> impl Iterator<Item = Bytes> {
-    let mut gen = BigBody::new(bytes, needle.to_vec(), every).expect("every >= needle length");
-    std::iter::from_fn(move || gen.next_chunk())
+    let mut body = BigBody::new(bytes, needle.to_vec(), every).expect("every >= needle length");
+    std::iter::from_fn(move || body.next_chunk())
 }
 
 #[derive(Default)]
