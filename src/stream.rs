@@ -145,10 +145,10 @@ impl AsyncWrite for PrefixStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            if self.coalescing.load(Ordering::Relaxed) {
-                self.remember(&buf[..n]);
-            }
+        if let Poll::Ready(Ok(n)) = written
+            && self.coalescing.load(Ordering::Relaxed)
+        {
+            self.remember(&buf[..n]);
         }
         written
     }
@@ -172,13 +172,13 @@ impl AsyncWrite for PrefixStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(mut n)) = written {
-            if self.coalescing.load(Ordering::Relaxed) {
-                for b in bufs {
-                    let k = n.min(b.len());
-                    self.remember(&b[..k]);
-                    n -= k;
-                }
+        if let Poll::Ready(Ok(mut n)) = written
+            && self.coalescing.load(Ordering::Relaxed)
+        {
+            for b in bufs {
+                let k = n.min(b.len());
+                self.remember(&b[..k]);
+                n -= k;
             }
         }
         written

@@ -606,10 +606,10 @@ mod tests {
                 let body = block.split_once('{').map_or("", |(_, b)| b);
                 let body = body.split_once("\n}").map_or(body, |(b, _)| b);
                 for line in body.lines() {
-                    if let Some(field) = line.trim().strip_prefix("pub ") {
-                        if let Some((name, _)) = field.split_once(':') {
-                            keys.push(name.trim().to_owned());
-                        }
+                    if let Some(field) = line.trim().strip_prefix("pub ")
+                        && let Some((name, _)) = field.split_once(':')
+                    {
+                        keys.push(name.trim().to_owned());
                     }
                 }
             }

@@ -988,10 +988,10 @@ fn check_existing(
             )),
         }
         // An issuer that is missing or does not parse is reported on its own entry.
-        if let Some(Ok(issuer)) = issuer.map(parse) {
-            if cert.verify_signature(Some(issuer.public_key())).is_err() {
-                problem(format!("is not signed by {}", issuer.subject()));
-            }
+        if let Some(Ok(issuer)) = issuer.map(parse)
+            && cert.verify_signature(Some(issuer.public_key())).is_err()
+        {
+            problem(format!("is not signed by {}", issuer.subject()));
         }
         let key_path = dir.join(&entry.key);
         match read_key(&key_path).and_then(|key| {

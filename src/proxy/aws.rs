@@ -79,10 +79,10 @@ fn header_pairs(req: &RequestHeader) -> Vec<(&[u8], &[u8])> {
         .iter()
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
         .collect();
-    if !req.headers.contains_key(http::header::HOST) {
-        if let Some(a) = req.uri.authority() {
-            pairs.push((b"host", a.as_str().as_bytes()));
-        }
+    if !req.headers.contains_key(http::header::HOST)
+        && let Some(a) = req.uri.authority()
+    {
+        pairs.push((b"host", a.as_str().as_bytes()));
     }
     pairs
 }

@@ -448,14 +448,14 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if end_of_stream && ctx.chunked_response {
-            if let Some(stream) = session
+        if end_of_stream
+            && ctx.chunked_response
+            && let Some(stream) = session
                 .downstream_session
                 .stream()
                 .and_then(|s| s.as_any().downcast_ref::<PrefixStream>())
-            {
-                stream.coalesce_to_end();
-            }
+        {
+            stream.coalesce_to_end();
         }
         Ok(None)
     }

@@ -162,12 +162,12 @@ pub fn match_path(path_and_query: &[u8]) -> Result<Vec<u8>, Refusal> {
             let hex = std::str::from_utf8(&path[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(c) = hex {
-                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-                    out.push(c);
-                    i += 3;
-                    continue;
-                }
+            if let Some(c) = hex
+                && (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
+            {
+                out.push(c);
+                i += 3;
+                continue;
             }
         }
         out.push(b);

@@ -187,10 +187,10 @@ impl Plan {
                         let Some(ov) = o.values.iter().find(|v| v.client == nv.client) else {
                             continue;
                         };
-                        if let (Ok(a), Ok(b)) = (&ov.real, &nv.real) {
-                            if !a.ct_eq(b.expose()) {
-                                rotated_for.push(nv.client.clone().unwrap_or_default());
-                            }
+                        if let (Ok(a), Ok(b)) = (&ov.real, &nv.real)
+                            && !a.ct_eq(b.expose())
+                        {
+                            rotated_for.push(nv.client.clone().unwrap_or_default());
                         }
                         source_changed |=
                             ov.source != nv.source || ov.real.is_ok() != nv.real.is_ok();

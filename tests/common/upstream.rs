@@ -660,11 +660,11 @@ async fn consume(
                     continue;
                 };
                 recorder.feed(&data);
-                if let Some(tx) = &forward {
-                    if tx.send(data).await.is_err() {
-                        // The response is gone (client hung up): keep recording.
-                        forward = None;
-                    }
+                if let Some(tx) = &forward
+                    && tx.send(data).await.is_err()
+                {
+                    // The response is gone (client hung up): keep recording.
+                    forward = None;
                 }
             }
         }

@@ -279,10 +279,10 @@ fn inflations(data: &[u8]) -> Vec<Vec<u8>> {
         if w[..3] == [0x1f, 0x8b, 0x08] {
             out.push(drain(flate2::read::MultiGzDecoder::new(&data[i..])));
         }
-        if w == [0x28, 0xb5, 0x2f, 0xfd] {
-            if let Ok(d) = zstd::stream::read::Decoder::new(&data[i..]) {
-                out.push(drain(d));
-            }
+        if w == [0x28, 0xb5, 0x2f, 0xfd]
+            && let Ok(d) = zstd::stream::read::Decoder::new(&data[i..])
+        {
+            out.push(drain(d));
         }
     }
     out.push(drain(flate2::read::ZlibDecoder::new(data)));

@@ -204,21 +204,22 @@ pub(super) fn check_credentials(
     for a in &out {
         for b in &out {
             for v in &a.values {
-                if let Ok(real) = &v.real {
-                    if a.name != b.name && real.ct_eq(&b.dummy) {
-                        let at = match &v.client {
-                            None => path.key(&a.name).key("real"),
-                            Some(c) => path.key(&a.name).key("clients").key(c),
-                        };
-                        r.error(
-                            &at,
-                            format!(
-                                "the real value of credential `{}` equals the dummy of credential `{}`",
-                                a.name, b.name
-                            ),
-                        );
-                        ok = false;
-                    }
+                if let Ok(real) = &v.real
+                    && a.name != b.name
+                    && real.ct_eq(&b.dummy)
+                {
+                    let at = match &v.client {
+                        None => path.key(&a.name).key("real"),
+                        Some(c) => path.key(&a.name).key("clients").key(c),
+                    };
+                    r.error(
+                        &at,
+                        format!(
+                            "the real value of credential `{}` equals the dummy of credential `{}`",
+                            a.name, b.name
+                        ),
+                    );
+                    ok = false;
                 }
             }
         }

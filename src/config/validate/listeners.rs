@@ -96,14 +96,14 @@ pub(super) fn check_listeners(
             ok = false;
         }
         let address = parse_addr(r, &p.key("address"), &raw.address);
-        if let Some(a) = address {
-            if let Some(first) = seen_addr.insert(a, i) {
-                r.error(
-                    &p.key("address"),
-                    format!("address {a} is already used by listeners[{first}]"),
-                );
-                ok = false;
-            }
+        if let Some(a) = address
+            && let Some(first) = seen_addr.insert(a, i)
+        {
+            r.error(
+                &p.key("address"),
+                format!("address {a} is already used by listeners[{first}]"),
+            );
+            ok = false;
         }
         let tls = match raw.tls {
             None => {

@@ -131,13 +131,13 @@ pub(super) fn validate(source: &str, file: &str, base: &Path) -> Result<Loaded, 
         warnings: Vec::new(),
     };
     let config = check_document(&mut r, &root, base);
-    if r.errors.is_empty() {
-        if let Some(config) = config {
-            return Ok(Loaded {
-                config,
-                warnings: r.warnings,
-            });
-        }
+    if r.errors.is_empty()
+        && let Some(config) = config
+    {
+        return Ok(Loaded {
+            config,
+            warnings: r.warnings,
+        });
     }
     let mut errors = r.errors;
     errors.sort_by_key(|d| d.location.map(|l| (l.line, l.column)));

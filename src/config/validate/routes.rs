@@ -54,14 +54,14 @@ pub(super) fn check_routes(
             );
             ok = false;
         }
-        if let Some(clients) = &raw.clients {
-            if clients.is_empty() {
-                r.error(
-                    &p.key("clients"),
-                    "an empty `clients` list would refuse everyone; remove the key to allow all",
-                );
-                ok = false;
-            }
+        if let Some(clients) = &raw.clients
+            && clients.is_empty()
+        {
+            r.error(
+                &p.key("clients"),
+                "an empty `clients` list would refuse everyone; remove the key to allow all",
+            );
+            ok = false;
         }
         let key = (host.clone(), raw.port, path_prefix.clone());
         if let Some(first) = seen.insert(key, i) {

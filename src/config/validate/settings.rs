@@ -41,18 +41,18 @@ pub(super) fn check_dns(r: &mut Report<'_>, v: &Value) -> Option<Dns> {
     };
     let timeout = duration_field(r, &p.key("timeout"), raw.timeout, default.timeout);
     let system_ttl = duration_field(r, &p.key("system_ttl"), raw.system_ttl, default.system_ttl);
-    if let (Some(lo), Some(hi)) = (min_ttl, max_ttl) {
-        if lo > hi {
-            r.error(
-                &p.key("min_ttl"),
-                format!(
-                    "`min_ttl` ({}) is above `max_ttl` ({})",
-                    humantime::format_duration(lo),
-                    humantime::format_duration(hi)
-                ),
-            );
-            return None;
-        }
+    if let (Some(lo), Some(hi)) = (min_ttl, max_ttl)
+        && lo > hi
+    {
+        r.error(
+            &p.key("min_ttl"),
+            format!(
+                "`min_ttl` ({}) is above `max_ttl` ({})",
+                humantime::format_duration(lo),
+                humantime::format_duration(hi)
+            ),
+        );
+        return None;
     }
     Some(Dns {
         servers: servers?,
