@@ -96,7 +96,7 @@ pub fn log_tunnel_refusal(host: &str, identity: Option<&ClientIdentity>, reason:
 }
 
 /// Writes the audit line for a connection or request head refused by a gateway-wide limit
-/// (`limit`, one of [`crate::metrics::LIMITS`]) before the proxy saw a request.
+/// (`limit`, a [`crate::refusal::Limit`]) before the proxy saw a request.
 pub fn log_overload_refusal(identity: Option<&ClientIdentity>, status: u16, limit: Limit) {
     emit(&serde_json::json!({
         "time": now(),
