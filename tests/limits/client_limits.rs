@@ -51,12 +51,13 @@ fn limit(value: &str) -> String {
 
 fn config(certs: &Path, up: &Upstream, limits: &str) -> String {
     format!(
-        "listeners:\n  - name: agents\n    address: {{listen}}\n    tls: {{ cert: {c}/gateway.crt, key: {c}/gateway.key, client_ca: {c}/root_ca.crt }}\n\
+        "{listener}\
          admin:\n  address: {{admin}}\n\
          interception:\n  ca_cert: {c}/intercept_ca.crt\n  ca_key: {c}/intercept_ca.key\n\
          upstreams:\n  api: {{ url: \"{url}\" }}\n\
          routes:\n  - host: api.test\n    upstream: api\n\
          limits:\n{limits}",
+        listener = common::gateway::mtls_listener(certs),
         c = certs.display(),
         url = up.url(),
     )

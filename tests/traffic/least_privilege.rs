@@ -60,11 +60,7 @@ fn setup() -> Setup {
         slapenir::pki::issue_client_cert(&certs, agent, Duration::from_secs(3600)).unwrap();
     }
     let config = format!(
-        r#"listeners:
-  - name: agents
-    address: {{listen}}
-    tls: {{ cert: {c}/gateway.crt, key: {c}/gateway.key, client_ca: {c}/root_ca.crt }}
-admin:
+        r#"{listener}admin:
   address: {{admin}}
 interception:
   ca_cert: {c}/intercept_ca.crt
@@ -113,6 +109,7 @@ routes:
   - host: other.test
     upstream: other
 "#,
+        listener = common::gateway::mtls_listener(&certs),
         c = certs.display(),
         port = up.addr().port(),
         ca = up.ca_path().display(),
